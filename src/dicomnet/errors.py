@@ -1,0 +1,68 @@
+"""dicomnet's exceptions: one base class, one subclass family per layer.
+
+Protocol errors say whose fault it was (h11's split): ``RemoteProtocolError`` when the peer sent
+something invalid (answered with an A-ABORT), ``LocalProtocolError`` when our own code asked for
+something the protocol does not allow.
+"""
+
+from __future__ import annotations
+
+
+class DicomNetError(Exception):
+    """Base class of every exception dicomnet raises."""
+
+
+class PDUError(DicomNetError):
+    """Malformed or unexpected upper layer bytes (PS3.8 §9.3); ``offset`` points into the PDU."""
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        if offset is not None:
+            message = f"{message} (at byte offset {offset})"
+        super().__init__(message)
+        self.offset = offset
+
+
+class RemoteProtocolError(DicomNetError):
+    """The peer broke the protocol; the association is aborted with ``source``/``reason``."""
+
+    def __init__(self, message: str, source: int = 2, reason: int = 0) -> None:
+        super().__init__(message)
+        self.source = source
+        self.reason = reason
+
+
+class LocalProtocolError(DicomNetError):
+    """Our side asked for something the protocol does not allow in the current state."""
+
+
+class NegotiationError(DicomNetError):
+    """Association negotiation failed (no usable presentation context, bad parameters)."""
+
+
+class DIMSEError(DicomNetError):
+    """A malformed DIMSE command set or message (PS3.7)."""
+
+
+class AssociationRejected(DicomNetError):
+    """The peer answered A-ASSOCIATE-RJ (PS3.8 §9.3.4)."""
+
+    def __init__(self, result: int, source: int, reason: int) -> None:
+        from dicomnet.pdu import reject_description
+
+        super().__init__(reject_description(result, source, reason))
+        self.result = result
+        self.source = source
+        self.reason = reason
+
+
+class AssociationAborted(DicomNetError):
+    """The association was aborted (A-ABORT or A-P-ABORT, or the connection was lost)."""
+
+    def __init__(self, message: str, source: int | None = None, reason: int | None = None) -> None:
+        super().__init__(message)
+        self.source = source
+        self.reason = reason
+
+
+class DicomTimeoutError(DicomNetError, TimeoutError):
+    """A network, ARTIM or DIMSE timeout expired."""
