@@ -1,0 +1,107 @@
+"""Data set bytes <-> pydicom ``Dataset`` for a transfer syntax (PS3.5 §10), and the parts of a
+Part 10 file a sender needs (PS3.10 §7.1).
+
+Rules: pydicom does the encoding and decoding; this module only picks its options (implicit or
+explicit VR, endianness, deflate) from the transfer syntax UID, and finds where a file's data set
+starts so it can be streamed without being parsed.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import Dataset, dcmread
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+
+from dicomnet.errors import DicomNetError
+
+
+def _flags(transfer_syntax: str) -> tuple[bool, bool]:
+    uid = UID(transfer_syntax)
+    if not uid.is_transfer_syntax:
+        # Private or unknown syntaxes: PS3.5 says they are explicit VR little endian
+        # unless they say otherwise.
+        return False, True
+    return uid.is_implicit_VR, uid.is_little_endian
+
+
+def decode_dataset(data: bytes, transfer_syntax: str) -> Dataset:
+    """Decode data set bytes received with ``transfer_syntax``."""
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        data = zlib.decompress(data, -zlib.MAX_WBITS)
+    implicit, little = _flags(transfer_syntax)
+    return read_dataset(io.BytesIO(data), implicit, little)
+
+
+def encode_dataset(ds: Dataset, transfer_syntax: str) -> bytes:
+    """Encode ``ds`` for ``transfer_syntax`` (without File Meta Information)."""
+    implicit, little = _flags(transfer_syntax)
+    buf = io.BytesIO()
+    ds_copy = ds
+    if hasattr(ds, "file_meta"):
+        ds_copy = Dataset(ds)  # shallow: drop file meta from what is written
+    write_dataset(buf, ds_copy, implicit, little)  # type: ignore[arg-type]
+    data = buf.getvalue()
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
+        data = compressor.compress(data) + compressor.flush()
+    return data
+
+
+@dataclass(slots=True, frozen=True)
+class FileInfo:
+    """What a sender needs of a Part 10 file: its UIDs and where its data set starts."""
+
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    offset: int
+    size: int
+
+    @property
+    def dataset_length(self) -> int:
+        return self.size - self.offset
+
+
+class NotDicomError(DicomNetError):
+    """The file is not a DICOM Part 10 file."""
+
+
+def read_file_info(path: str | Path) -> FileInfo:
+    """Read a Part 10 file's meta information without reading its data set (PS3.10 §7.1)."""
+    p = Path(path)
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        head = f.read(144)
+        if len(head) < 144 or head[128:132] != b"DICM":
+            raise NotDicomError(f"{p}: not a DICOM Part 10 file (no 'DICM' at offset 128)")
+        group, elem, vr, vlen = struct.unpack_from("<HH2sH", head, 132)
+        if (group, elem) != (2, 0) or vr != b"UL" or vlen != 4:
+            # No group length: let pydicom read the meta and tell where it ended.
+            f.seek(0)
+            meta_ds = dcmread(f, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+            raise NotDicomError(
+                f"{p}: File Meta Information without (0002,0000) group length "
+                f"({meta_ds.file_meta.get('TransferSyntaxUID', '?')}); not streamable"
+            )
+        (group_length,) = struct.unpack_from("<I", head, 140)
+        offset = 144 + group_length
+        if offset > size:
+            raise NotDicomError(f"{p}: group length {group_length} runs past the end of the file")
+    from pydicom.filereader import read_file_meta_info
+
+    meta = read_file_meta_info(p)
+    try:
+        sop_class = str(meta.MediaStorageSOPClassUID)
+        sop_instance = str(meta.MediaStorageSOPInstanceUID)
+        ts = str(meta.TransferSyntaxUID)
+    except AttributeError as exc:
+        raise NotDicomError(f"{p}: File Meta Information lacks {exc}") from exc
+    return FileInfo(p, sop_class, sop_instance, ts, offset, size)

@@ -1,0 +1,595 @@
+"""``DicomServer``: listens, and runs one ``Service`` per association (fo-dicom's ``DicomServer``).
+
+Rules: one event loop, one task per association; a handler's failure fails its request (a failure
+status), never the server; a peer that breaks the protocol is aborted and logged, and the server
+goes on. Limits: the number of associations at once (beyond it: A-ASSOCIATE-RJ transient, local
+limit exceeded), ARTIM, the idle time of an established association, and the time a handler may
+take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pydicom import Dataset
+
+from dicomnet.association import Association, Incoming, IncomingInvalid
+from dicomnet.connection import Aborted, Role
+from dicomnet.dataset import encode_dataset
+from dicomnet.dimse import commands as c
+from dicomnet.dimse.status import Status, StatusCategory, category
+from dicomnet.errors import AssociationAborted, DicomNetError
+from dicomnet.negotiation import (
+    DEFAULT_MAX_PDU_LENGTH,
+    NegotiatedContext,
+    build_accept,
+    build_reject,
+    check_request,
+    request_from_pdu,
+)
+from dicomnet.pdu import (
+    A_ASSOCIATE_RJ,
+    A_ASSOCIATE_RQ,
+    AbortReason,
+    AbortSource,
+    RejectReason,
+    RejectResult,
+    RejectSource,
+)
+from dicomnet.service import (
+    AssociationInfo,
+    CEchoRequest,
+    CFindRequest,
+    CGetRequest,
+    CMoveRequest,
+    CStoreRequest,
+    DimseRequest,
+    NRequest,
+    Response,
+    Service,
+)
+from dicomnet.sinks import DatasetSink, FileSink, MemorySink, file_meta_bytes
+
+log = logging.getLogger("dicomnet.server")
+
+ServiceFactory = Callable[[AssociationInfo], Service]
+
+
+@dataclass(slots=True)
+class ServerLimits:
+    """Configurable limits of a ``DicomServer``."""
+
+    max_associations: int = 64
+    artim_timeout: float = 30.0  # PS3.8 §9.1.5
+    idle_timeout: float | None = 300.0  # established association with no traffic
+    dimse_timeout: float | None = None  # how long one handler may take
+    max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH
+    max_dataset_in_memory: int = 64 << 20  # identifiers and N-service data sets
+
+
+_ids = itertools.count(1)
+
+# Request -> response class, for answering messages generically.
+_RESPONSES: dict[type, type] = {
+    c.CEchoRQ: c.CEchoRSP,
+    c.CStoreRQ: c.CStoreRSP,
+    c.CFindRQ: c.CFindRSP,
+    c.CMoveRQ: c.CMoveRSP,
+    c.CGetRQ: c.CGetRSP,
+    c.NEventReportRQ: c.NEventReportRSP,
+    c.NGetRQ: c.NGetRSP,
+    c.NSetRQ: c.NSetRSP,
+    c.NActionRQ: c.NActionRSP,
+    c.NCreateRQ: c.NCreateRSP,
+    c.NDeleteRQ: c.NDeleteRSP,
+}
+
+_RESPONSE_BY_FIELD: dict[int, type] = {
+    rsp.COMMAND_FIELD: rsp for rsp in _RESPONSES.values()
+}
+
+
+def _response(
+    rq: c.Message, status: int, *, has_dataset: bool = False, **extra: Any
+) -> c.Message:
+    """The response message for a request, echoing the fields PS3.7 says it echoes."""
+    rsp_cls = _RESPONSES[type(rq)]
+    fields: dict[str, Any] = {
+        "message_id_being_responded_to": rq.message_id,  # type: ignore[union-attr]
+        "status": status,
+        "has_dataset": has_dataset,
+    }
+    for name in ("affected_sop_class_uid", "affected_sop_instance_uid"):
+        if hasattr(rsp_cls, "__dataclass_fields__") and name in rsp_cls.__dataclass_fields__:
+            value = getattr(rq, name, None)
+            if value is None and name == "affected_sop_class_uid":
+                value = getattr(rq, "requested_sop_class_uid", None)
+            if value is None and name == "affected_sop_instance_uid":
+                value = getattr(rq, "requested_sop_instance_uid", None)
+            if value is not None:
+                fields[name] = value
+    for key, value in extra.items():
+        if value is not None and key in rsp_cls.__dataclass_fields__:
+            fields[key] = value
+    return rsp_cls(**fields)  # type: ignore[no-any-return]
+
+
+def _status_fields(result: int | Response) -> tuple[int, dict[str, Any], Dataset | None]:
+    if isinstance(result, Response):
+        extra: dict[str, Any] = dict(result.extra)
+        if result.error_comment is not None:
+            extra["error_comment"] = result.error_comment[:64]
+        if result.error_id is not None:
+            extra["error_id"] = result.error_id
+        if result.offending_elements is not None:
+            extra["offending_elements"] = result.offending_elements
+        return int(result.status), extra, result.dataset
+    return int(result), {}, None
+
+
+class _AssociationRunner:
+    """Runs one association on the server side: negotiation, then the request loop."""
+
+    def __init__(self, server: DicomServer, assoc: Association) -> None:
+        self.server = server
+        self.assoc = assoc
+        self.queue: asyncio.Queue[Incoming | IncomingInvalid | str] = asyncio.Queue()
+        self.service: Service | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.find_requests: dict[int, DimseRequest] = {}
+        assoc.on_message = self.queue.put_nowait
+        assoc.on_release = lambda: self.queue.put_nowait("release")
+        assoc.on_end = lambda aborted: self.queue.put_nowait("end")
+        assoc.sink_factory = self.make_sink
+
+    # -- data set sinks -------------------------------------------------------------------------
+
+    def make_sink(self, message: c.Message, ctx: NegotiatedContext) -> DatasetSink:
+        if isinstance(message, c.CStoreRQ) and self.service is not None:
+            meta = file_meta_bytes(
+                message.affected_sop_class_uid,
+                message.affected_sop_instance_uid,
+                ctx.transfer_syntax,
+                self.assoc.info.calling_ae_title,
+            )
+            return FileSink(self.service.temp_dir, meta, fsync=self.service.fsync)
+        return MemorySink(self.server.limits.max_dataset_in_memory)
+
+    # -- the association's life -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        assoc = self.assoc
+        info = assoc.info
+        try:
+            try:
+                pdu = await assoc.wait_associate()
+            except AssociationAborted as exc:
+                log.info("[%s] connection ended before association: %s", info, exc)
+                return
+            assert isinstance(pdu, A_ASSOCIATE_RQ)
+            info.calling_ae_title = pdu.calling_ae_title
+            info.called_ae_title = pdu.called_ae_title
+            if not await self.negotiate(pdu):
+                return
+            await self.serve()
+        except Exception:
+            log.exception("[%s] association failed", info)
+            assoc.abort(AbortSource.SERVICE_PROVIDER, AbortReason.NOT_SPECIFIED)
+        finally:
+            for task in list(self.tasks):
+                task.cancel()
+            if self.tasks:
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+            if not assoc.closed.done():
+                await asyncio.wait([assoc.closed], timeout=self.server.limits.artim_timeout)
+                if assoc.transport is not None:
+                    assoc.transport.close()
+            if self.service is not None:
+                try:
+                    await self.service.on_connection_closed(None)
+                except Exception:
+                    log.exception("[%s] on_connection_closed failed", info)
+
+    async def negotiate(self, rq: A_ASSOCIATE_RQ) -> bool:
+        assoc, info, server = self.assoc, self.assoc.info, self.server
+        rj = check_request(rq)
+        if rj is None and server.active > server.limits.max_associations:
+            rj = A_ASSOCIATE_RJ(
+                RejectResult.TRANSIENT,
+                RejectSource.SERVICE_PROVIDER_PRESENTATION,
+                RejectReason.LOCAL_LIMIT_EXCEEDED,
+            )
+        if rj is not None:
+            log.warning("[%s] rejecting association: %s", info, _rj_text(rj))
+            assoc.send_reject(rj)
+            return False
+        request = request_from_pdu(rq, info.peer_host, info.peer_port)
+        self.service = server.service_factory(info)
+        try:
+            decision = await self.service.on_association_request(request)
+        except Exception:
+            log.exception("[%s] on_association_request failed; rejecting", info)
+            decision = request.reject(RejectResult.TRANSIENT, RejectSource.SERVICE_USER)
+        if not decision.accepted:
+            rj = build_reject(decision)
+            log.info("[%s] association rejected: %s", info, _rj_text(rj))
+            assoc.send_reject(rj)
+            return False
+        ac, negotiated = build_accept(rq, request, server.limits.max_pdu_length)
+        assoc.send_accept(ac, negotiated)
+        log.info(
+            "[%s] association accepted: %d of %d presentation contexts, peer max PDU %s",
+            info,
+            len(negotiated.contexts),
+            len(rq.presentation_contexts),
+            negotiated.peer_max_pdu_length or "unlimited",
+        )
+        return True
+
+    async def serve(self) -> None:
+        assoc, service = self.assoc, self.service
+        assert service is not None and assoc.negotiated is not None
+        window = assoc.negotiated.max_operations_performed or 1 << 16
+        slots = asyncio.Semaphore(window)
+        idle = self.server.limits.idle_timeout
+        while True:
+            try:
+                item = await asyncio.wait_for(self.queue.get(), idle) if idle else (
+                    await self.queue.get()
+                )
+            except TimeoutError:
+                assert idle is not None
+                if assoc.loop.time() - assoc.last_activity < idle:
+                    continue
+                log.warning("[%s] idle for %s s; aborting", assoc.info, idle)
+                assoc.abort(AbortSource.SERVICE_PROVIDER, AbortReason.NOT_SPECIFIED)
+                await service.on_abort(AbortSource.SERVICE_PROVIDER, AbortReason.NOT_SPECIFIED)
+                return
+            if item == "release":
+                if self.tasks:
+                    await asyncio.gather(*self.tasks, return_exceptions=True)
+                try:
+                    await service.on_association_release()
+                finally:
+                    assoc.send_release_response()
+                log.info("[%s] association released", assoc.info)
+                await assoc.closed
+                return
+            if item == "end":
+                aborted: Aborted | None = assoc.closed.result() if assoc.closed.done() else None
+                await service.on_abort(
+                    aborted.source if aborted else None, aborted.reason if aborted else None
+                )
+                return
+            assert not isinstance(item, str)
+            if isinstance(item, Incoming) and isinstance(item.message, c.CCancelRQ):
+                self.cancel(item.message)
+                continue
+            if window == 1:
+                await self.handle(item)
+            else:
+                await slots.acquire()
+                task = asyncio.create_task(self.handle(item))
+                self.tasks.add(task)
+                task.add_done_callback(lambda t: (self.tasks.discard(t), slots.release()))
+
+    def cancel(self, message: c.CCancelRQ) -> None:
+        request = self.find_requests.get(message.message_id_being_responded_to)
+        if isinstance(request, (CFindRequest, CMoveRequest, CGetRequest)):
+            request.cancelled.set()
+
+    # -- one request ----------------------------------------------------------------------------
+
+    async def handle(self, item: Incoming | IncomingInvalid) -> None:
+        try:
+            if isinstance(item, IncomingInvalid):
+                await self.answer_invalid(item)
+                return
+            message = item.message
+            if isinstance(message, c.CStoreRQ):
+                await self.c_store(item)
+            elif isinstance(message, c.CEchoRQ):
+                await self.simple(item, "on_c_echo", CEchoRequest(self.assoc.info, item.context, message))
+            elif isinstance(message, (c.CFindRQ, c.CMoveRQ, c.CGetRQ)):
+                await self.multi(item)
+            elif type(message) in _RESPONSES:
+                await self.n_service(item)
+            else:
+                log.warning(
+                    "[%s] unexpected %s from the peer; ignored", self.assoc.info, type(message).__name__
+                )
+        except AssociationAborted:
+            pass
+        except DicomNetError as exc:
+            log.warning("[%s] %s", self.assoc.info, exc)
+
+    async def _call(self, handler: Callable[..., Awaitable[Any]], request: DimseRequest) -> Any:
+        timeout = self.server.limits.dimse_timeout
+        if timeout:
+            return await asyncio.wait_for(handler(request), timeout)
+        return await handler(request)
+
+    async def send(self, ctx: NegotiatedContext, message: c.Message, data: bytes | None = None) -> None:
+        await self.assoc.send_message(ctx.context_id, message, data)
+
+    async def simple(self, item: Incoming, name: str, request: DimseRequest) -> None:
+        handler = getattr(self.service, name, None)
+        if handler is None:
+            result: int | Response = Status.SOP_CLASS_NOT_SUPPORTED  # type: ignore[attr-defined]
+        else:
+            try:
+                result = await self._call(handler, request)
+            except Exception as exc:
+                log.exception("[%s] %s failed", self.assoc.info, name)
+                result = Response(0x0110, error_comment=f"{type(exc).__name__}: {exc}")
+        status, extra, _ = _status_fields(result)
+        await self.send(item.context, _response(item.message, status, **extra))
+
+    async def c_store(self, item: Incoming) -> None:
+        service = self.service
+        assert service is not None
+        message = item.message
+        assert isinstance(message, c.CStoreRQ)
+        sink = item.sink
+        path = sink.path if isinstance(sink, FileSink) else None
+        result: int | Response
+        try:
+            if item.error is not None or not isinstance(sink, FileSink):
+                error = item.error or DicomNetError("no data set was received")
+                await service.on_c_store_exception(path, error)
+                result = Response(
+                    0xA700 if isinstance(error, OSError) else 0xC000,
+                    error_comment=f"data set not stored: {error}"[:64],
+                )
+            elif not hasattr(service, "on_c_store"):
+                result = Status.SOP_CLASS_NOT_SUPPORTED  # type: ignore[attr-defined]
+            else:
+                request = CStoreRequest(
+                    self.assoc.info, item.context, message, path=sink.path, size=sink.size
+                )
+                try:
+                    result = await self._call(service.on_c_store, request)  # type: ignore[attr-defined]
+                except Exception as exc:
+                    log.exception("[%s] on_c_store failed", self.assoc.info)
+                    await service.on_c_store_exception(sink.path, exc)
+                    result = Response(0xC000 if not isinstance(exc, OSError) else 0xA700,
+                                      error_comment=f"{type(exc).__name__}: {exc}"[:64])
+        finally:
+            if isinstance(sink, FileSink):
+                sink.discard()  # gone already when the handler saved it
+        status, extra, _ = _status_fields(result)
+        if category(status) is StatusCategory.FAILURE:
+            log.warning(
+                "[%s] C-STORE %s failed: 0x%04X %s",
+                self.assoc.info,
+                message.affected_sop_instance_uid,
+                status,
+                extra.get("error_comment", ""),
+            )
+        await self.send(item.context, _response(message, status, **extra))
+
+    async def multi(self, item: Incoming) -> None:
+        """C-FIND, C-MOVE, C-GET: the handler is an async iterator of pending results."""
+        message = item.message
+        raw = item.sink.value if isinstance(item.sink, MemorySink) else None
+        cls: type[CFindRequest | CMoveRequest | CGetRequest]
+        name: str
+        if isinstance(message, c.CFindRQ):
+            cls, name = CFindRequest, "on_c_find"
+        elif isinstance(message, c.CMoveRQ):
+            cls, name = CMoveRequest, "on_c_move"
+        else:
+            cls, name = CGetRequest, "on_c_get"
+        request = cls(self.assoc.info, item.context, message, raw=raw)
+        handler = getattr(self.service, name, None)
+        if item.error is not None:
+            await self.send(item.context, _response(message, 0xA700, error_comment=str(item.error)[:64]))
+            return
+        if handler is None:
+            await self.send(item.context, _response(message, 0x0122))
+            return
+        self.find_requests[request.message_id] = request
+        try:
+            final: int | Response = Status.SUCCESS
+            stream: AsyncIterator[Dataset | Response] = handler(request)
+            async for result in stream:
+                if request.cancelled.is_set():
+                    final = Status.CANCEL
+                    break
+                if isinstance(result, Dataset):
+                    result = Response(Status.PENDING, dataset=result)
+                status, extra, ds = _status_fields(result)
+                if category(status) is not StatusCategory.PENDING:
+                    final = result
+                    break
+                data = encode_dataset(ds, item.context.transfer_syntax) if ds is not None else None
+                await self.send(
+                    item.context, _response(message, status, has_dataset=data is not None, **extra), data
+                )
+            else:
+                if request.cancelled.is_set():
+                    final = Status.CANCEL
+        except Exception as exc:
+            log.exception("[%s] %s failed", self.assoc.info, name)
+            final = Response(0xC000, error_comment=f"{type(exc).__name__}: {exc}"[:64])
+        finally:
+            self.find_requests.pop(request.message_id, None)
+        status, extra, ds = _status_fields(final)
+        data = encode_dataset(ds, item.context.transfer_syntax) if ds is not None else None
+        await self.send(item.context, _response(message, status, has_dataset=data is not None, **extra), data)
+
+    async def n_service(self, item: Incoming) -> None:
+        message = item.message
+        name = "on_" + _snake(type(message).__name__.removesuffix("RQ"))
+        raw = item.sink.value if isinstance(item.sink, MemorySink) else None
+        request = NRequest(self.assoc.info, item.context, message, raw=raw)
+        handler = getattr(self.service, name, None)
+        result: int | Response
+        if handler is None:
+            result = Response(0x0211, error_comment=f"{name} is not offered")
+        else:
+            try:
+                result = await self._call(handler, request)
+            except Exception as exc:
+                log.exception("[%s] %s failed", self.assoc.info, name)
+                result = Response(0x0110, error_comment=f"{type(exc).__name__}: {exc}"[:64])
+        status, extra, ds = _status_fields(result)
+        data = encode_dataset(ds, item.context.transfer_syntax) if ds is not None else None
+        await self.send(item.context, _response(message, status, has_dataset=data is not None, **extra), data)
+
+    async def answer_invalid(self, item: IncomingInvalid) -> None:
+        event = item.event
+        rsp_cls = _RESPONSE_BY_FIELD.get((event.command_field or 0) | 0x8000)
+        ctx = item.context
+        if rsp_cls is None or ctx is None or event.message_id is None:
+            log.warning("[%s] unusable command set, no way to answer: %s", self.assoc.info, event.error)
+            self.assoc.abort(AbortSource.SERVICE_PROVIDER, AbortReason.INVALID_PDU_PARAMETER_VALUE)
+            return
+        fields: dict[str, Any] = {
+            "message_id_being_responded_to": event.message_id,
+            "status": 0xC000 if rsp_cls.COMMAND_FIELD < 0x8100 else 0x0120,
+            "has_dataset": False,
+        }
+        if "error_comment" in rsp_cls.__dataclass_fields__:
+            fields["error_comment"] = str(event.error)[:64]
+        elements = getattr(event.error, "elements", None) or {}
+        for name, tag in (("affected_sop_class_uid", 0x00000002), ("affected_sop_instance_uid", 0x00001000)):
+            if name in rsp_cls.__dataclass_fields__ and isinstance(elements.get(tag), str):
+                fields[name] = elements[tag]
+        try:
+            rsp = rsp_cls(**fields)
+        except TypeError:
+            self.assoc.abort(AbortSource.SERVICE_PROVIDER, AbortReason.INVALID_PDU_PARAMETER_VALUE)
+            return
+        await self.send(ctx, rsp)
+
+
+def _snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i:
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+def _rj_text(rj: A_ASSOCIATE_RJ) -> str:
+    from dicomnet.pdu import reject_description
+
+    return reject_description(rj.result, rj.source, rj.reason)
+
+
+class DicomServer:
+    """Listens for associations and runs ``service_factory(info)`` for each.
+
+    Use as ``async with DicomServer(MyService, port=11112) as server: await server.serve_forever()``.
+    ``port=0`` picks a free port (see ``server.port``).
+    """
+
+    def __init__(
+        self,
+        service_factory: ServiceFactory,
+        host: str = "127.0.0.1",
+        port: int = 11112,
+        *,
+        limits: ServerLimits | None = None,
+        ssl: Any = None,
+    ) -> None:
+        self.service_factory = service_factory
+        self.host = host
+        self.port = port
+        self.limits = limits or ServerLimits()
+        self.ssl = ssl
+        self.active = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._runners: set[asyncio.Task[None]] = set()
+        self._associations: set[Association] = set()
+        self.associations_served = 0
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._protocol_factory, self.host, self.port, ssl=self.ssl, reuse_address=True, backlog=256
+        )
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        log.info("listening on %s:%d", self.host, self.port)
+
+    def _protocol_factory(self) -> Association:
+        info = AssociationInfo(next(_ids), "", 0)
+        assoc = Association(
+            Role.ACCEPTOR,
+            info,
+            artim_timeout=self.limits.artim_timeout,
+            max_pdu_length=self.limits.max_pdu_length,
+        )
+        original = assoc.connection_made
+
+        def connection_made(transport: asyncio.BaseTransport) -> None:
+            peer = transport.get_extra_info("peername") or ("", 0)
+            info.peer_host, info.peer_port = str(peer[0]), int(peer[1])
+            original(transport)
+            self._start_runner(assoc)
+
+        assoc.connection_made = connection_made  # type: ignore[method-assign]
+        return assoc
+
+    def _start_runner(self, assoc: Association) -> None:
+        self.active += 1
+        self._associations.add(assoc)
+        task = asyncio.get_running_loop().create_task(_AssociationRunner(self, assoc).run())
+        self._runners.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._runners.discard(t)
+            self._associations.discard(assoc)
+            self.active -= 1
+            self.associations_served += 1
+
+        task.add_done_callback(done)
+
+    async def serve_forever(self) -> None:
+        if self._server is None:
+            await self.start()
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    async def close(self, *, abort_after: float = 10.0) -> None:
+        """Stop listening; let running associations finish for ``abort_after`` seconds, then
+        abort them (their partial files are removed by the sinks)."""
+        if self._server is not None:
+            self._server.close()
+        if self._runners:
+            _done, pending = await asyncio.wait(set(self._runners), timeout=abort_after)
+            if pending:
+                for assoc in list(self._associations):
+                    assoc.abort(AbortSource.SERVICE_PROVIDER, AbortReason.NOT_SPECIFIED)
+                await asyncio.wait(pending, timeout=5)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> DicomServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close(abort_after=0 if exc is not None else 10.0)
+
+
+__all__ = ["DicomServer", "ServerLimits", "Path", "os"]

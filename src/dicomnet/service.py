@@ -1,0 +1,277 @@
+"""The handler API: a ``Service`` class whose methods answer an association's requests, in the
+shape of fo-dicom's provider interfaces (``IDicomServiceProvider``, ``IDicomCStoreProvider``, ...).
+
+Rules: one ``Service`` instance per association, created by the server from the class (or any
+callable taking an ``AssociationInfo``). A service that lacks ``on_c_find`` does not offer C-FIND:
+the default ``on_association_request`` accepts exactly the SOP classes the class has handlers
+for. Handlers are ``async`` and return a status (an ``int``/``Status``) or a ``Response``.
+
+This module sits in the asyncio layer (the server dispatches to it); the concrete services
+(storage, query/retrieve) live in ``dicomnet.services``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydicom import Dataset, dcmread
+
+from dicomnet.dimse.commands import Message
+from dicomnet.dimse.status import Status
+from dicomnet.negotiation import (
+    AssociationDecision,
+    AssociationRequest,
+    NegotiatedContext,
+)
+from dicomnet.uids import VERIFICATION, all_transfer_syntaxes, is_storage
+
+if TYPE_CHECKING:
+    from dicomnet.dimse.commands import CStoreRQ
+
+log = logging.getLogger("dicomnet.service")
+
+
+@dataclass(slots=True)
+class AssociationInfo:
+    """Who is on the other end of an association (for handlers and log records)."""
+
+    id: int
+    peer_host: str
+    peer_port: int
+    calling_ae_title: str = ""
+    called_ae_title: str = ""
+
+    def __str__(self) -> str:
+        return (
+            f"#{self.id} {self.calling_ae_title or '?'}->{self.called_ae_title or '?'} "
+            f"{self.peer_host}:{self.peer_port}"
+        )
+
+
+@dataclass(slots=True)
+class Response:
+    """A handler's answer when a bare status is not enough (PS3.7 §9.1.*: error comment,
+    offending elements, a data set for N-services and C-FIND matches)."""
+
+    status: int
+    error_comment: str | None = None
+    error_id: int | None = None
+    offending_elements: list[int] | None = None
+    dataset: Dataset | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class DimseRequest:
+    """A received DIMSE request: the message, its presentation context, and who sent it."""
+
+    association: AssociationInfo
+    context: NegotiatedContext
+    message: Message
+
+    @property
+    def message_id(self) -> int:
+        return int(self.message.message_id)  # type: ignore[union-attr]
+
+    @property
+    def transfer_syntax(self) -> str:
+        return self.context.transfer_syntax
+
+
+@dataclass(eq=False)
+class CEchoRequest(DimseRequest):
+    """A C-ECHO-RQ (PS3.7 §9.1.5)."""
+
+
+@dataclass(eq=False)
+class CStoreRequest(DimseRequest):
+    """A C-STORE-RQ whose data set has streamed into a temporary Part 10 file.
+
+    ``dataset`` parses that file lazily and stops before the pixel data; ``save(path)`` moves the
+    file into place with a rename (a copy only across file systems). If the handler does not save
+    it, the temporary file is removed after the handler returns.
+    """
+
+    path: Path = Path()
+    size: int = 0
+    _saved: Path | None = None
+
+    @property
+    def sop_class_uid(self) -> str:
+        return self._rq.affected_sop_class_uid
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return self._rq.affected_sop_instance_uid
+
+    @property
+    def move_originator_ae_title(self) -> str | None:
+        return self._rq.move_originator_aet
+
+    @property
+    def _rq(self) -> CStoreRQ:
+        return self.message  # type: ignore[return-value]
+
+    @cached_property
+    def dataset(self) -> Dataset:
+        """The data set, read from the temporary file up to (not including) the pixel data."""
+        return dcmread(self.path, stop_before_pixels=True)
+
+    @property
+    def saved_to(self) -> Path | None:
+        return self._saved
+
+    async def save(self, destination: str | os.PathLike[str], *, fsync_dir: bool = False) -> Path:
+        """Move the received file to ``destination`` atomically (creating folders), replacing
+        what is there. Runs in a thread when a copy is needed."""
+        dest = Path(destination)
+        await asyncio.to_thread(_move_into_place, self.path, dest, fsync_dir)
+        self._saved = dest
+        return dest
+
+
+def _move_into_place(src: Path, dest: Path, fsync_dir: bool) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dest)
+    except OSError as exc:
+        if exc.errno != 18:  # EXDEV: another file system; copy then rename there
+            raise
+        tmp = dest.with_name(f".{dest.name}.part")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+        src.unlink()
+    if fsync_dir:
+        fd = os.open(dest.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@dataclass(eq=False)
+class DatasetRequest(DimseRequest):
+    """A request that carries a (small) data set in memory: C-FIND/C-MOVE/C-GET identifiers and
+    N-service attribute lists. ``dataset`` decodes it with the context's transfer syntax."""
+
+    raw: bytes | None = None
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @cached_property
+    def dataset(self) -> Dataset | None:
+        if self.raw is None:
+            return None
+        from dicomnet.dataset import decode_dataset
+
+        return decode_dataset(self.raw, self.context.transfer_syntax)
+
+
+class CFindRequest(DatasetRequest):
+    """A C-FIND-RQ; ``cancelled`` is set when a C-CANCEL-RQ for it arrives."""
+
+
+class CMoveRequest(DatasetRequest):
+    """A C-MOVE-RQ."""
+
+
+class CGetRequest(DatasetRequest):
+    """A C-GET-RQ."""
+
+
+class NRequest(DatasetRequest):
+    """An N-EVENT-REPORT/N-GET/N-SET/N-ACTION/N-CREATE/N-DELETE request."""
+
+
+HANDLERS_BY_SERVICE = {
+    "on_c_echo": "C-ECHO",
+    "on_c_store": "C-STORE",
+    "on_c_find": "C-FIND",
+    "on_c_move": "C-MOVE",
+    "on_c_get": "C-GET",
+}
+
+
+class Service:
+    """Base class of a service: override the handlers you offer.
+
+    ``on_association_request`` by default accepts Verification when ``on_c_echo`` is defined,
+    every storage SOP class when ``on_c_store`` is defined (with the first proposed transfer
+    syntax pydicom knows), and the abstract syntaxes listed in ``abstract_syntaxes``.
+    """
+
+    #: Extra abstract syntaxes accepted by the default ``on_association_request``.
+    abstract_syntaxes: Sequence[str] = ()
+    #: Where C-STORE data sets stream to; put it on the same file system as the archive so
+    #: ``CStoreRequest.save`` is a rename. None = the system's temporary folder.
+    temp_dir: str | os.PathLike[str] | None = None
+    #: fsync each received file before the handler sees it (and so before success is sent).
+    fsync: bool = False
+    #: How many operations this service performs at once (asynchronous operations window).
+    max_operations_performed: int = 1
+
+    def __init__(self, association: AssociationInfo) -> None:
+        self.association = association
+        self.log = logging.LoggerAdapter(log, {"association": str(association)})
+
+    async def on_association_request(self, request: AssociationRequest) -> AssociationDecision:
+        echo = hasattr(self, "on_c_echo")
+        store = hasattr(self, "on_c_store")
+        known = set(all_transfer_syntaxes())
+        extra = set(self.abstract_syntaxes)
+        for pc in request.presentation_contexts:
+            wanted = (
+                (echo and pc.abstract_syntax == VERIFICATION)
+                or (store and is_storage(pc.abstract_syntax))
+                or pc.abstract_syntax in extra
+            )
+            if wanted:
+                pc.accept([ts for ts in pc.transfer_syntaxes if ts in known])
+        request.max_operations_performed = self.max_operations_performed
+        return request.accept()
+
+    async def on_association_release(self) -> None:
+        """The peer released the association normally."""
+
+    async def on_abort(self, source: int | None, reason: int | None) -> None:
+        """The association was aborted (by the peer, or by us because of a protocol error)."""
+
+    async def on_connection_closed(self, exc: BaseException | None) -> None:
+        """The transport closed; called last, whatever happened before."""
+
+    async def on_c_store_exception(self, path: Path | None, exc: BaseException) -> None:
+        """A C-STORE failed before or inside the handler (the temporary file is removed
+        after this returns)."""
+        self.log.warning("C-STORE failed: %s", exc)
+
+
+# Handler signatures the server looks for (documented here for type checkers and readers):
+#   async def on_c_echo(self, request: CEchoRequest) -> int | Response
+#   async def on_c_store(self, request: CStoreRequest) -> int | Response
+#   def on_c_find(self, request: CFindRequest) -> AsyncIterator[Dataset | Response]
+#   def on_c_move(self, request: CMoveRequest) -> AsyncIterator[Response]
+#   def on_c_get(self, request: CGetRequest) -> AsyncIterator[Response]
+#   async def on_n_<service>(self, request: NRequest) -> int | Response
+FindResult = AsyncIterator[Dataset | Response]
+
+__all__ = [
+    "AssociationInfo",
+    "CEchoRequest",
+    "CFindRequest",
+    "CGetRequest",
+    "CMoveRequest",
+    "CStoreRequest",
+    "DatasetRequest",
+    "DimseRequest",
+    "NRequest",
+    "Response",
+    "Service",
+    "Status",
+]
