@@ -299,7 +299,9 @@ class Connection:
     ) -> bytes:
         """Send an A-ABORT (Evt15 -> AA-1, or AA-2 before the RQ was sent)."""
         state = self.machine.state
-        if state == State.STA1 or self.closed:
+        if self.closed or fsm.lookup(state, Evt.EVT15) is None:
+            # Sta1, Sta2 (no association yet), Sta13 (closing): nothing to abort, just close.
+            self.must_close = True
             return b""
         self._abort_pdu = A_ABORT(source, reason)
         self._local(Evt.EVT15)
@@ -332,7 +334,7 @@ class Connection:
         )
         getattr(self, "_" + action.name.replace("-", "_").lower())(pdu)
 
-    # Association establishment (PS3.8 Table 9-7)
+    # Association establishment (PS3.8 Table 9-6)
     def _ae_1(self, pdu: PDU | None) -> None:  # issue TRANSPORT CONNECT: done by the caller
         pass
 
@@ -362,7 +364,7 @@ class Connection:
     def _ae_8(self, pdu: PDU | None) -> None:  # the RJ bytes are returned by reject()
         self.artim.start(self._now)
 
-    # Data transfer (PS3.8 Table 9-8)
+    # Data transfer (PS3.8 Table 9-7)
     def _dt_1(self, pdu: PDU | None) -> None:
         pass
 
@@ -408,7 +410,7 @@ class Connection:
         self._invalid_pdu(f"invalid DIMSE message: {exc}", AbortReason.INVALID_PDU_PARAMETER_VALUE)
         return False
 
-    # Association release (PS3.8 Table 9-9)
+    # Association release (PS3.8 Table 9-8)
     def _ar_1(self, pdu: PDU | None) -> None:
         pass
 
@@ -442,7 +444,7 @@ class Connection:
     def _ar_10(self, pdu: PDU | None) -> None:
         self._events.append(ReleaseConfirmed())
 
-    # Association abort (PS3.8 Table 9-6)
+    # Association abort (PS3.8 Table 9-9)
     def _aa_1(self, pdu: PDU | None) -> None:
         abort = getattr(self, "_abort_pdu", None) or A_ABORT(
             AbortSource.SERVICE_PROVIDER, AbortReason.UNEXPECTED_PDU

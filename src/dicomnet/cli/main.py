@@ -1,0 +1,346 @@
+"""The ``dicomnet`` command: echo, store, serve (find, move, get come with query/retrieve).
+
+Rules: commands only parse options, call the library and present results; anything a library
+user would also need lives in the library. Exit code 0 only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+import tomllib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dicomnet.client import CStoreRequest, DicomClient, Request
+from dicomnet.dataset import FileInfo, NotDicomError, read_file_info
+from dicomnet.dimse.status import StatusCategory, category, describe
+from dicomnet.errors import AssociationRejected, DicomNetError
+from dicomnet.negotiation import ProposedContext
+
+log = logging.getLogger("dicomnet.cli")
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.INFO if verbose == 0 else logging.DEBUG
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run(coro: Any) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(package_name="dicomnet")
+def main() -> None:
+    """DICOM networking: verify, send and receive instances (DCMTK's echoscu, storescu and
+    storescp in one command)."""
+
+
+# --- echo -----------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("host")
+@click.argument("port", type=int)
+@click.option("--aet", default="DICOMNET", show_default=True, help="Our (calling) AE title.")
+@click.option("--aec", default="ANY-SCP", show_default=True, help="The peer's (called) AE title.")
+@click.option("--count", "-c", default=1, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="C-ECHOs to send in one association.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for each answer.")
+@click.option("-v", "--verbose", count=True)
+def echo(host: str, port: int, aet: str, aec: str, count: int, timeout: float, verbose: int) -> None:
+    """Verify a peer with C-ECHO; prints each status and round-trip time."""
+    _setup_logging(verbose, quiet=verbose == 0)
+
+    async def go() -> int:
+        failures = 0
+        async with DicomClient(host, port, aet, aec, acse_timeout=timeout,
+                               dimse_timeout=timeout, connect_timeout=timeout) as client:
+            times: list[float] = []
+            for i in range(count):
+                start = time.perf_counter()
+                status = await client.c_echo()
+                elapsed = time.perf_counter() - start
+                times.append(elapsed)
+                if status != 0:
+                    failures += 1
+                if count <= 10 or i == count - 1:
+                    click.echo(f"C-ECHO {i + 1}/{count}: {describe(status)} in {elapsed * 1000:.2f} ms")
+            if count > 1:
+                total = sum(times)
+                click.echo(f"{count} echoes in {total:.3f} s: {count / total:.0f}/s, "
+                           f"mean {total / count * 1000:.3f} ms")
+        return 1 if failures else 0
+
+    sys.exit(_client_main(go))
+
+
+def _client_main(go: Any) -> int:
+    try:
+        return int(_run(go()))
+    except AssociationRejected as exc:
+        click.echo(f"error: association {exc}", err=True)
+        return 2
+    except DicomNetError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+# --- store ----------------------------------------------------------------------------------------
+
+
+def _iter_paths(paths: Sequence[str], recursive: bool) -> Iterator[Path]:
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            walker = path.rglob("*") if recursive else path.glob("*")
+            for child in sorted(walker):
+                if child.is_file():
+                    yield child
+        else:
+            yield path
+
+
+@main.command()
+@click.argument("host")
+@click.argument("port", type=int)
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--aet", default="DICOMNET", show_default=True, help="Our (calling) AE title.")
+@click.option("--aec", default="ANY-SCP", show_default=True, help="The peer's (called) AE title.")
+@click.option("-r", "--recursive", is_flag=True, help="Descend into folders.")
+@click.option("--max-pdu", default=1 << 20, show_default=True, type=click.IntRange(0, 2**32 - 1),
+              help="Largest PDU we accept (0 = unlimited).")
+@click.option("--async-ops", default=1, show_default=True, type=click.IntRange(0, 65535),
+              help="Requests outstanding at once (asynchronous operations window; 0 = unlimited).")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for each answer.")
+@click.option("-q", "--quiet", is_flag=True, help="Only the summary.")
+@click.option("-v", "--verbose", count=True)
+def store(host: str, port: int, paths: tuple[str, ...], aet: str, aec: str, recursive: bool,
+          max_pdu: int, async_ops: int, timeout: float, quiet: bool, verbose: int) -> None:
+    """Send DICOM files and folders with C-STORE, proposing each file's own SOP class and
+    transfer syntax. Files that are not DICOM are reported and skipped."""
+    _setup_logging(verbose, quiet=verbose == 0)
+    files: list[FileInfo] = []
+    skipped: list[tuple[Path, str]] = []
+    for path in _iter_paths(paths, recursive):
+        try:
+            files.append(read_file_info(path))
+        except (NotDicomError, OSError) as exc:
+            skipped.append((path, str(exc)))
+        except Exception as exc:  # pydicom's own errors on broken meta information
+            skipped.append((path, f"{path}: not readable as DICOM ({exc})"))
+    for path, why in skipped:
+        click.echo(f"skipped: {why}", err=True)
+    if not files:
+        click.echo("nothing to send", err=True)
+        sys.exit(1 if skipped else 0)
+    sys.exit(_client_main(lambda: _store(host, port, aet, aec, files, max_pdu, async_ops,
+                                         timeout, quiet, len(skipped))))
+
+
+def _contexts_for(files: Sequence[FileInfo]) -> list[list[ProposedContext]]:
+    """Group the files' (SOP class, transfer syntax) pairs into associations of at most 128
+    presentation contexts."""
+    pairs: dict[tuple[str, str], None] = {}
+    for f in files:
+        pairs[(f.sop_class_uid, f.transfer_syntax)] = None
+    groups: list[list[ProposedContext]] = [[]]
+    for sop_class, ts in pairs:
+        if len(groups[-1]) == 128:
+            groups.append([])
+        probe = CStoreRequest(sop_class_uid=sop_class, transfer_syntax=ts)
+        groups[-1].extend(probe.contexts())
+    return groups
+
+
+async def _store(host: str, port: int, aet: str, aec: str, files: list[FileInfo], max_pdu: int,
+                 async_ops: int, timeout: float, quiet: bool, skipped: int) -> int:
+    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress,
+                               TextColumn, TimeRemainingColumn, TransferSpeedColumn)
+
+    total_bytes = sum(f.size for f in files)
+    interactive = sys.stdout.isatty() and not quiet
+    sent = warnings = 0
+    failures: list[tuple[Path, str]] = []
+    start = time.perf_counter()
+    progress = Progress(TextColumn("[bold]store"), BarColumn(), MofNCompleteColumn(),
+                        DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                        disable=not interactive)
+    groups = _contexts_for(files)
+    by_group: list[list[FileInfo]] = [[] for _ in groups]
+    for f in files:
+        for i, group in enumerate(groups):
+            if any(c.abstract_syntax == f.sop_class_uid and c.transfer_syntaxes[0] == f.transfer_syntax
+                   for c in group):
+                by_group[i].append(f)
+                break
+    with progress:
+        files_task = progress.add_task("files", total=len(files))
+        bytes_task = progress.add_task("bytes", total=total_bytes, visible=False)
+
+        def on_response(request: Request, response: Any) -> None:
+            nonlocal sent, warnings
+            assert isinstance(request, CStoreRequest) and request.file is not None
+            status = int(getattr(response, "status", 0xFFFF))
+            cat = category(status)
+            if cat is StatusCategory.PENDING:
+                return
+            if cat is StatusCategory.SUCCESS:
+                sent += 1
+            elif cat is StatusCategory.WARNING:
+                sent += 1
+                warnings += 1
+            else:
+                comment = getattr(response, "error_comment", None)
+                failures.append((request.file.path, describe(status) + (f": {comment}" if comment else "")))
+            progress.advance(files_task)
+            progress.advance(bytes_task, request.file.size)
+            if not interactive and not quiet:
+                click.echo(f"{describe(status)}  {request.file.path}")
+
+        for contexts, group_files in zip(groups, by_group, strict=True):
+            if not group_files:
+                continue
+            async with DicomClient(host, port, aet, aec, max_pdu_length=max_pdu,
+                                   dimse_timeout=timeout, acse_timeout=timeout,
+                                   connect_timeout=timeout) as client:
+                for ctx in contexts:
+                    client.add_presentation_context(ctx.abstract_syntax, ctx.transfer_syntaxes)
+                if async_ops != 1:
+                    client.negotiate_async_ops(async_ops, 1)
+                requests = [CStoreRequest(on_response=on_response, file=f, sop_class_uid=f.sop_class_uid,
+                                          sop_instance_uid=f.sop_instance_uid,
+                                          transfer_syntax=f.transfer_syntax) for f in group_files]
+                for request in requests:
+                    await client.add_request(request)
+                await client.send()
+                for request in requests:
+                    if request.error is not None and request.file is not None:
+                        failures.append((request.file.path, str(request.error)))
+                        progress.advance(files_task)
+    elapsed = time.perf_counter() - start
+    mb = total_bytes / 1e6
+    click.echo(
+        f"sent {sent} of {len(files)} files ({mb:.1f} MB) in {elapsed:.2f} s "
+        f"({len(files) / elapsed:.1f} files/s, {mb / elapsed:.1f} MB/s); "
+        f"{warnings} warnings, {len(failures)} failures, {skipped} skipped"
+    )
+    for path, why in failures:
+        click.echo(f"failed: {path}: {why}", err=True)
+    return 1 if failures or skipped else 0
+
+
+# --- serve ----------------------------------------------------------------------------------------
+
+
+def _load_config(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    return dict(data.get("serve", data))
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on.  [default: 127.0.0.1]")
+@click.option("--port", default=None, type=int, help="Port to listen on.  [default: 11112]")
+@click.option("--aet", default=None, help="Our AE title; other called AE titles are accepted "
+              "unless --strict-aet.  [default: DICOMNET]")
+@click.option("--strict-aet", is_flag=True, default=None, help="Reject called AE titles other than --aet.")
+@click.option("--storage", default=None, help="Folder to store into.  [default: ./dicom-store]")
+@click.option("--layout", default=None,
+              help="Path of an instance under the folder.  "
+                   "[default: {StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm]")
+@click.option("--allow-ae", multiple=True, help="Calling AE titles allowed (repeatable); "
+              "others are rejected with 'calling AE title not recognized'.")
+@click.option("--no-fsync", is_flag=True, default=None,
+              help="Do not fsync each file before answering success (faster, less durable).")
+@click.option("--max-associations", default=None, type=int, help="Associations at once.  [default: 64]")
+@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="TOML file with any of these options (a [serve] table or top level).")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+@click.option("-v", "--verbose", count=True)
+def serve(host: str | None, port: int | None, aet: str | None, strict_aet: bool | None,
+          storage: str | None, layout: str | None, allow_ae: tuple[str, ...], no_fsync: bool | None,
+          max_associations: int | None, config_path: str | None, quiet: bool, verbose: int) -> None:
+    """Run a storage node: Verification and Storage SCP for every storage SOP class and every
+    transfer syntax pydicom knows."""
+    from dicomnet.archive.storage import DEFAULT_LAYOUT
+    from dicomnet.server import DicomServer, ServerLimits
+    from dicomnet.services.storage import StorageService
+
+    _setup_logging(verbose, quiet)
+    cfg = _load_config(config_path)
+
+    def pick(value: Any, key: str, default: Any) -> Any:
+        return value if value not in (None, ()) else cfg.get(key.replace("-", "_"), cfg.get(key, default))
+
+    host_v = pick(host, "host", "127.0.0.1")
+    port_v = int(pick(port, "port", 11112))
+    aet_v = str(pick(aet, "aet", "DICOMNET"))
+    storage_v = Path(pick(storage, "storage", "dicom-store"))
+    layout_v = str(pick(layout, "layout", DEFAULT_LAYOUT))
+    allowed = list(pick(allow_ae, "allow-ae", []))
+    fsync = not bool(pick(no_fsync, "no-fsync", False))
+    strict = bool(pick(strict_aet, "strict-aet", False))
+    limits = ServerLimits(max_associations=int(pick(max_associations, "max-associations", 64)))
+    factory = StorageService.factory(storage_v, layout=layout_v, ae_title=aet_v if strict else None,
+                                     allowed_calling_aes=allowed, fsync=fsync)
+
+    async def go() -> None:
+        server = DicomServer(factory, host_v, port_v, limits=limits)
+        await server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("dicomnet serve: AE %s on %s:%d, storing into %s", aet_v, host_v, server.port,
+                 storage_v.resolve())
+        click.echo(f"dicomnet serve: listening on {host_v}:{server.port} as {aet_v}, "
+                   f"storing into {storage_v}", err=True)
+        await stop.wait()
+        log.info("shutting down: waiting for running associations")
+        await server.close(abort_after=10.0)
+        _clean_incoming(storage_v / ".incoming")
+        log.info("stopped after %d associations", server.associations_served)
+
+    try:
+        _run(go())
+    except OSError as exc:
+        click.echo(f"error: cannot listen on {host_v}:{port_v}: {exc}", err=True)
+        sys.exit(2)
+
+
+def _clean_incoming(folder: Path) -> None:
+    """Remove temporary files left by transfers that did not complete."""
+    if folder.is_dir():
+        for leftover in folder.glob(".dicomnet-*.part"):
+            try:
+                os.unlink(leftover)
+            except OSError:
+                pass
+
+
+if __name__ == "__main__":
+    main()
