@@ -105,9 +105,9 @@ class Association(asyncio.BufferedProtocol):
         self.on_end: Callable[[Aborted | None], None] = lambda a: None
         self.sink_factory: SinkFactory | None = None
         self._current: Incoming | None = None
-        self._associate_waiter: asyncio.Future[
-            A_ASSOCIATE_RQ | A_ASSOCIATE_AC | A_ASSOCIATE_RJ
-        ] = self.loop.create_future()
+        self._associate_waiter: asyncio.Future[A_ASSOCIATE_RQ | A_ASSOCIATE_AC | A_ASSOCIATE_RJ] = (
+            self.loop.create_future()
+        )
         self._release_waiter: asyncio.Future[None] | None = None
         self.closed: asyncio.Future[Aborted | None] = self.loop.create_future()
         self._aborted: Aborted | None = None
@@ -218,11 +218,7 @@ class Association(asyncio.BufferedProtocol):
             self.on_message(incoming)
 
     def _other(self, event: ConnectionEvent) -> None:
-        if isinstance(event, AssociateRequested):
-            self._resolve_associate(event.pdu)
-        elif isinstance(event, AssociateAccepted):
-            self._resolve_associate(event.pdu)
-        elif isinstance(event, AssociateRejected):
+        if isinstance(event, AssociateRequested) or isinstance(event, AssociateAccepted) or isinstance(event, AssociateRejected):
             self._resolve_associate(event.pdu)
         elif isinstance(event, InvalidCommand):
             ctx = self.negotiated.contexts.get(event.context_id) if self.negotiated else None

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from pydicom import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicomnet.association import Association, Incoming, IncomingInvalid
 from dicomnet.connection import Role
@@ -44,7 +44,8 @@ from dicomnet.negotiation import (
     read_accept,
 )
 from dicomnet.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, UserIdentityRQ
-from dicomnet.service import AssociationInfo, CStoreRequest as ReceivedCStore
+from dicomnet.service import AssociationInfo
+from dicomnet.service import CStoreRequest as ReceivedCStore
 from dicomnet.sinks import DatasetSink, FileSink, MemorySink, file_meta_bytes
 from dicomnet.uids import UNCOMPRESSED, VERIFICATION
 
@@ -134,7 +135,8 @@ class CStoreRequest(Request):
             # Uncompressed data can be re-encoded if the peer prefers another syntax.
             for ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
                 if ts not in syntaxes and (
-                    self.transfer_syntax in UNCOMPRESSED or not UID(self.transfer_syntax).is_compressed
+                    self.transfer_syntax in UNCOMPRESSED
+                    or not UID(self.transfer_syntax).is_compressed
                 ):
                     syntaxes.append(ts)
         return [ProposedContext(self.sop_class_uid, syntaxes)]
@@ -261,8 +263,12 @@ class DicomClient:
         )
         loop = asyncio.get_running_loop()
         info = AssociationInfo(next(_ids), self.host, self.port, self.calling_ae, self.called_ae)
-        assoc = Association(Role.REQUESTOR, info, artim_timeout=self.acse_timeout,
-                            max_pdu_length=self.max_pdu_length)
+        assoc = Association(
+            Role.REQUESTOR,
+            info,
+            artim_timeout=self.acse_timeout,
+            max_pdu_length=self.max_pdu_length,
+        )
         try:
             await asyncio.wait_for(
                 loop.create_connection(lambda: assoc, self.host, self.port, ssl=self.ssl),
@@ -399,7 +405,9 @@ class DicomClient:
         negotiated = assoc.negotiated
         if isinstance(request, CEchoRequest):
             ctx = _need(negotiated, VERIFICATION)
-            msg: c.Message = c.CEchoRQ(message_id=request.message_id, affected_sop_class_uid=VERIFICATION)
+            msg: c.Message = c.CEchoRQ(
+                message_id=request.message_id, affected_sop_class_uid=VERIFICATION
+            )
             await assoc.send_message(ctx.context_id, msg)
         elif isinstance(request, CStoreRequest):
             ctx, payload = self._store_payload(negotiated, request)
@@ -461,7 +469,9 @@ class DicomClient:
     def _make_sink(self, message: c.Message, ctx: NegotiatedContext) -> DatasetSink:
         if isinstance(message, c.CStoreRQ):
             meta = file_meta_bytes(
-                message.affected_sop_class_uid, message.affected_sop_instance_uid, ctx.transfer_syntax
+                message.affected_sop_class_uid,
+                message.affected_sop_instance_uid,
+                ctx.transfer_syntax,
             )
             return FileSink(self.temp_dir, meta)
         return MemorySink()
@@ -524,13 +534,13 @@ class DicomClient:
         sink = item.sink
         status: int = Status.SUCCESS
         try:
-            if item.error is not None or not isinstance(sink, FileSink):
-                status = 0xA700
-            elif self.store_handler is None:
+            if item.error is not None or not isinstance(sink, FileSink) or self.store_handler is None:
                 status = 0xA700
             else:
                 info = self._assoc.info
-                request = ReceivedCStore(info, item.context, message, path=sink.path, size=sink.size)
+                request = ReceivedCStore(
+                    info, item.context, message, path=sink.path, size=sink.size
+                )
                 status = int(await self.store_handler(request))
         except Exception:
             log.exception("storing a received instance failed")
@@ -567,9 +577,7 @@ class DicomClient:
         rsp = await self._one(CEchoRequest())
         return int(getattr(rsp, "status", 0xFFFF))
 
-    async def c_store(
-        self, source: str | os.PathLike[str] | Dataset, **kwargs: Any
-    ) -> int:
+    async def c_store(self, source: str | os.PathLike[str] | Dataset, **kwargs: Any) -> int:
         """Store a file (streamed) or a ``Dataset``; returns the response status."""
         if isinstance(source, Dataset):
             request = CStoreRequest.from_dataset(source, **kwargs)
@@ -578,7 +586,9 @@ class DicomClient:
         rsp = await self._one(request)
         return int(getattr(rsp, "status", 0xFFFF))
 
-    async def _query(self, request: _QueryRequest) -> AsyncIterator[tuple[c.Message, Dataset | None]]:
+    async def _query(
+        self, request: _QueryRequest
+    ) -> AsyncIterator[tuple[c.Message, Dataset | None]]:
         request.results = asyncio.Queue()
         await self._ensure_contexts(request.contexts())
         done = await self._start(request)
@@ -631,7 +641,10 @@ class DicomClient:
     ) -> AsyncIterator[c.Message]:
         """Send a C-GET-RQ; instances arrive through ``store``; yields every response."""
         self.store_handler = store
-        roles = [ProposedContext(x.abstract_syntax, x.transfer_syntaxes, True, True) for x in storage_contexts]
+        roles = [
+            ProposedContext(x.abstract_syntax, x.transfer_syntaxes, True, True)
+            for x in storage_contexts
+        ]
         request = CGetRequest(identifier=query, model=model, storage_contexts=roles)
         async for message, _ds in self._query(request):
             yield message

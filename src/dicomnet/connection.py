@@ -18,14 +18,12 @@ from dataclasses import dataclass
 from enum import Enum
 
 from dicomnet import fsm
-from dicomnet.dimse.commands import Message
 from dicomnet.dimse.fragments import CommandReceived, DatasetFragment, Reassembler
 from dicomnet.errors import DIMSEError, LocalProtocolError, PDUError
 from dicomnet.fsm import Event as Evt
 from dicomnet.fsm import State
 from dicomnet.negotiation import DEFAULT_MAX_PDU_LENGTH
 from dicomnet.pdu import (
-    PDV,
     A_ABORT,
     A_ASSOCIATE_AC,
     A_ASSOCIATE_RJ,
@@ -34,6 +32,7 @@ from dicomnet.pdu import (
     A_RELEASE_RQ,
     P_DATA_TF,
     PDU,
+    PDV,
     AbortReason,
     AbortSource,
     PDUReader,
@@ -378,8 +377,7 @@ class Connection:
         for pdv in pdu.pdvs:
             if contexts is not None and pdv.context_id not in contexts:
                 self._invalid_pdu(
-                    f"P-DATA-TF uses presentation context {pdv.context_id}, which was not "
-                    "accepted",
+                    f"P-DATA-TF uses presentation context {pdv.context_id}, which was not accepted",
                     AbortReason.INVALID_PDU_PARAMETER_VALUE,
                 )
                 return

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydicom import Dataset, dcmread
 from pydicom.filereader import read_dataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
@@ -42,11 +43,10 @@ def decode_dataset(data: bytes, transfer_syntax: str) -> Dataset:
 def encode_dataset(ds: Dataset, transfer_syntax: str) -> bytes:
     """Encode ``ds`` for ``transfer_syntax`` (without File Meta Information)."""
     implicit, little = _flags(transfer_syntax)
-    buf = io.BytesIO()
-    ds_copy = ds
-    if hasattr(ds, "file_meta"):
-        ds_copy = Dataset(ds)  # shallow: drop file meta from what is written
-    write_dataset(buf, ds_copy, implicit, little)  # type: ignore[arg-type]
+    buf = DicomBytesIO()
+    buf.is_implicit_VR = implicit
+    buf.is_little_endian = little
+    write_dataset(buf, Dataset(ds))  # a shallow copy: pydicom's file meta is not written
     data = buf.getvalue()
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
         compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)

@@ -40,7 +40,22 @@ class NegotiationError(DicomNetError):
 
 
 class DIMSEError(DicomNetError):
-    """A malformed DIMSE command set or message (PS3.7)."""
+    """A malformed DIMSE command set or message (PS3.7). ``elements`` holds what could be read
+    of the command set, so that a server can still answer it (message ID, command field)."""
+
+    def __init__(self, message: str, elements: dict[int, object] | None = None) -> None:
+        super().__init__(message)
+        self.elements: dict[int, object] = dict(elements or {})
+
+    @property
+    def message_id(self) -> int | None:
+        value = self.elements.get(0x00000110)
+        return value if isinstance(value, int) else None
+
+    @property
+    def command_field(self) -> int | None:
+        value = self.elements.get(0x00000100)
+        return value if isinstance(value, int) else None
 
 
 class AssociationRejected(DicomNetError):

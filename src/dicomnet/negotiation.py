@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 from dicomnet.errors import NegotiationError
 from dicomnet.pdu import (
-    DICOM_APPLICATION_CONTEXT,
     A_ASSOCIATE_AC,
     A_ASSOCIATE_RJ,
     A_ASSOCIATE_RQ,
+    DICOM_APPLICATION_CONTEXT,
     AsynchronousOperationsWindow,
     ImplementationClassUID,
     ImplementationVersionName,
@@ -237,13 +237,17 @@ def _window(rq_value: int, ours: int) -> int:
     return min(rq_value, ours)
 
 
-def request_from_pdu(rq: A_ASSOCIATE_RQ, peer_host: str = "", peer_port: int = 0) -> AssociationRequest:
+def request_from_pdu(
+    rq: A_ASSOCIATE_RQ, peer_host: str = "", peer_port: int = 0
+) -> AssociationRequest:
     """Build the service-facing ``AssociationRequest`` from a received A-ASSOCIATE-RQ."""
     info = rq.user_information
     roles = {r.sop_class_uid: r for r in info.role_selections}
     contexts: list[PresentationContext] = []
     for item in rq.presentation_contexts:
-        pc = PresentationContext(item.context_id, item.abstract_syntax, list(item.transfer_syntaxes))
+        pc = PresentationContext(
+            item.context_id, item.abstract_syntax, list(item.transfer_syntaxes)
+        )
         role = roles.get(item.abstract_syntax)
         if role is not None:
             pc.proposed_scu_role = role.scu_role
@@ -314,7 +318,11 @@ def build_accept(
                 role_answered.add(pc.abstract_syntax)
                 roles_out.append(RoleSelection(pc.abstract_syntax, rq_scu, rq_scp))
         negotiated[pc.context_id] = NegotiatedContext(
-            pc.context_id, pc.abstract_syntax, pc.transfer_syntax, scu_role=our_scu, scp_role=our_scp
+            pc.context_id,
+            pc.abstract_syntax,
+            pc.transfer_syntax,
+            scu_role=our_scu,
+            scp_role=our_scp,
         )
     invoked = _window(request.async_ops_performed, 1)
     performed = _window(request.async_ops_invoked, request.max_operations_performed)

@@ -9,8 +9,12 @@ skipped where PS3.8 allows it (user information sub-items, §9.3.2.3 and Annex D
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
+
+from dicomnet.errors import PDUError
 
 
 class PDUType(IntEnum):
@@ -328,8 +332,9 @@ class A_ASSOCIATE_RJ:
 
 @dataclass(slots=True)
 class PDV:
-    """One presentation data value (PS3.8 §9.3.5.1, Annex E.2): the message control header is
-    split into ``is_command`` (bit 0) and ``is_last`` (bit 1). ``data`` is a memoryview on decode."""
+    """One presentation data value (PS3.8 §9.3.5.1, Annex E.2): the message control header
+    is split into ``is_command`` (bit 0) and ``is_last`` (bit 1); ``data`` is a memoryview
+    on decode."""
 
     context_id: int
     is_command: bool
@@ -373,18 +378,456 @@ PDU = (
 )
 
 
+# --- codec ---------------------------------------------------------------------------------------
+
+_HEADER = struct.Struct(">BBI")  # PDU type, reserved, length (PS3.8 §9.3.1)
+_ITEM = struct.Struct(">BBH")  # item type, reserved, item length
+_PDATA_HEADER = struct.Struct(">BBIIBB")  # PDU header + PDV item length + context ID + MCH
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+_REJECT_REASONS: dict[tuple[int, int], str] = {
+    (1, 1): "no reason given",
+    (1, 2): "application context name not supported",
+    (1, 3): "calling AE title not recognized",
+    (1, 7): "called AE title not recognized",
+    (2, 1): "no reason given",
+    (2, 2): "protocol version not supported",
+    (3, 1): "temporary congestion",
+    (3, 2): "local limit exceeded",
+}
+_REJECT_SOURCES = {
+    1: "the service user",
+    2: "the service provider (ACSE)",
+    3: "the service provider (presentation)",
+}
+
+
 def reject_description(result: int, source: int, reason: int) -> str:
     """A human sentence for an A-ASSOCIATE-RJ (PS3.8 Table 9-21)."""
-    raise NotImplementedError  # helper fills in
+    kind = {1: "permanent", 2: "transient"}.get(result, f"result {result}")
+    who = _REJECT_SOURCES.get(source, f"source {source}")
+    why = _REJECT_REASONS.get((source, reason), f"reason {reason}")
+    return f"rejected ({kind}) by {who}: {why}"
+
+
+def _ae(title: str) -> bytes:
+    raw = title.encode("ascii", "replace")[:16]
+    return raw.ljust(16, b" ")
+
+
+def _uid_bytes(uid: str) -> bytes:
+    return uid.encode("ascii")
+
+
+def _item(item_type: int, value: bytes) -> bytes:
+    if len(value) > 0xFFFF:
+        raise PDUError(f"item 0x{item_type:02X} value of {len(value)} bytes exceeds 65535")
+    return _ITEM.pack(item_type, 0, len(value)) + value
+
+
+def _lv(value: bytes) -> bytes:
+    return _U16.pack(len(value)) + value
+
+
+def _encode_sub_item(item: SubItem) -> bytes:
+    if isinstance(item, MaximumLength):
+        return _item(0x51, _U32.pack(item.maximum_length))
+    if isinstance(item, ImplementationClassUID):
+        return _item(0x52, _uid_bytes(item.uid))
+    if isinstance(item, AsynchronousOperationsWindow):
+        return _item(0x53, _U16.pack(item.invoked) + _U16.pack(item.performed))
+    if isinstance(item, RoleSelection):
+        value = _lv(_uid_bytes(item.sop_class_uid)) + bytes(
+            [int(item.scu_role), int(item.scp_role)]
+        )
+        return _item(0x54, value)
+    if isinstance(item, ImplementationVersionName):
+        return _item(0x55, item.name.encode("ascii", "replace"))
+    if isinstance(item, SOPClassExtendedNegotiation):
+        return _item(0x56, _lv(_uid_bytes(item.sop_class_uid)) + item.application_information)
+    if isinstance(item, SOPClassCommonExtendedNegotiation):
+        related = b"".join(_lv(_uid_bytes(u)) for u in item.related_general_sop_classes)
+        value = _lv(_uid_bytes(item.sop_class_uid)) + _lv(_uid_bytes(item.service_class_uid))
+        return _item(0x57, value + _lv(related))
+    if isinstance(item, UserIdentityRQ):
+        value = bytes([item.identity_type, int(item.positive_response_requested)])
+        value += _lv(item.primary_field) + _lv(item.secondary_field)
+        return _item(0x58, value)
+    if isinstance(item, UserIdentityAC):
+        return _item(0x59, _lv(item.server_response))
+    return _item(item.item_type, item.data)
+
+
+def _encode_associate(pdu: A_ASSOCIATE_RQ | A_ASSOCIATE_AC) -> bytes:
+    parts = [
+        _U16.pack(pdu.protocol_version),
+        b"\x00\x00",
+        _ae(pdu.called_ae_title),
+        _ae(pdu.calling_ae_title),
+        b"\x00" * 32,
+        _item(0x10, _uid_bytes(pdu.application_context)),
+    ]
+    if isinstance(pdu, A_ASSOCIATE_RQ):
+        for pc in pdu.presentation_contexts:
+            value = bytes([pc.context_id, 0, 0, 0]) + _item(0x30, _uid_bytes(pc.abstract_syntax))
+            value += b"".join(_item(0x40, _uid_bytes(ts)) for ts in pc.transfer_syntaxes)
+            parts.append(_item(0x20, value))
+        pdu_type = 0x01
+    else:
+        for ac in pdu.presentation_contexts:
+            value = bytes([ac.context_id, 0, ac.result, 0]) + _item(
+                0x40, _uid_bytes(ac.transfer_syntax)
+            )
+            parts.append(_item(0x21, value))
+        pdu_type = 0x02
+    parts.append(_item(0x50, b"".join(_encode_sub_item(i) for i in pdu.user_information.sub_items)))
+    body = b"".join(parts)
+    return _HEADER.pack(pdu_type, 0, len(body)) + body
+
+
+def encode_pdata_header(
+    context_id: int, is_command: bool, is_last: bool, data_length: int
+) -> bytes:
+    """The 12 bytes before the data of a P-DATA-TF PDU holding one PDV (PS3.8 §9.3.5, Annex E.2)."""
+    return _PDATA_HEADER.pack(
+        0x04, 0, data_length + 6, data_length + 2, context_id, int(is_command) | (int(is_last) << 1)
+    )
 
 
 def encode(pdu: PDU) -> bytes:
     """Encode one PDU to bytes (PS3.8 §9.3)."""
-    raise NotImplementedError  # helper fills in
+    if isinstance(pdu, P_DATA_TF):
+        if len(pdu.pdvs) == 1:
+            pdv = pdu.pdvs[0]
+            return encode_pdata_header(
+                pdv.context_id, pdv.is_command, pdv.is_last, len(pdv.data)
+            ) + bytes(pdv.data)
+        items = b"".join(
+            _U32.pack(len(p.data) + 2)
+            + bytes([p.context_id, int(p.is_command) | (int(p.is_last) << 1)])
+            + bytes(p.data)
+            for p in pdu.pdvs
+        )
+        return _HEADER.pack(0x04, 0, len(items)) + items
+    if isinstance(pdu, (A_ASSOCIATE_RQ, A_ASSOCIATE_AC)):
+        return _encode_associate(pdu)
+    if isinstance(pdu, A_ASSOCIATE_RJ):
+        return _HEADER.pack(0x03, 0, 4) + bytes([0, pdu.result, pdu.source, pdu.reason])
+    if isinstance(pdu, A_RELEASE_RQ):
+        return _HEADER.pack(0x05, 0, 4) + b"\x00\x00\x00\x00"
+    if isinstance(pdu, A_RELEASE_RP):
+        return _HEADER.pack(0x06, 0, 4) + b"\x00\x00\x00\x00"
+    if isinstance(pdu, A_ABORT):
+        return _HEADER.pack(0x07, 0, 4) + bytes([0, 0, pdu.source, pdu.reason])
+    raise TypeError(f"not a PDU: {type(pdu).__name__}")
+
+
+# --- decoding ------------------------------------------------------------------------------------
+
+
+def _text(data: memoryview | bytes) -> str:
+    return bytes(data).decode("ascii", "replace").rstrip("\x00 ").lstrip(" ")
+
+
+class _Items:
+    """Walks the items of a variable field, checking every length against what is there."""
+
+    def __init__(self, data: memoryview, base: int, where: str) -> None:
+        self.data = data
+        self.base = base  # offset of data within the PDU, for messages
+        self.where = where
+
+    def __iter__(self) -> Iterator[tuple[int, memoryview, int]]:
+        data, pos, end = self.data, 0, len(self.data)
+        while pos < end:
+            if end - pos < 4:
+                raise PDUError(
+                    f"{self.where}: {end - pos} stray bytes where an item header (4 bytes) was "
+                    "expected",
+                    self.base + pos,
+                )
+            item_type, _reserved, length = _ITEM.unpack_from(data, pos)
+            if pos + 4 + length > end:
+                raise PDUError(
+                    f"{self.where}: item 0x{item_type:02X} length {length} runs past the end "
+                    f"({end - pos - 4} bytes left)",
+                    self.base + pos,
+                )
+            yield item_type, data[pos + 4 : pos + 4 + length], self.base + pos
+            pos += 4 + length
+
+
+def _need(value: memoryview, size: int, what: str, offset: int) -> None:
+    if len(value) < size:
+        raise PDUError(f"{what}: {len(value)} bytes, at least {size} expected", offset)
+
+
+def _lv_field(value: memoryview, pos: int, what: str, offset: int) -> tuple[bytes, int]:
+    if pos + 2 > len(value):
+        raise PDUError(f"{what}: length field runs past the end of the sub-item", offset + pos)
+    (n,) = _U16.unpack_from(value, pos)
+    if pos + 2 + n > len(value):
+        raise PDUError(f"{what}: field length {n} runs past the end of the sub-item", offset + pos)
+    return bytes(value[pos + 2 : pos + 2 + n]), pos + 2 + n
+
+
+def _decode_sub_item(item_type: int, v: memoryview, offset: int, in_rq: bool) -> SubItem:
+    if item_type == 0x51:
+        _need(v, 4, "maximum length sub-item", offset)
+        return MaximumLength(_U32.unpack_from(v, 0)[0])
+    if item_type == 0x52:
+        return ImplementationClassUID(_text(v))
+    if item_type == 0x53:
+        _need(v, 4, "asynchronous operations window sub-item", offset)
+        return AsynchronousOperationsWindow(_U16.unpack_from(v, 0)[0], _U16.unpack_from(v, 2)[0])
+    if item_type == 0x54:
+        uid, pos = _lv_field(v, 0, "role selection sub-item", offset)
+        if pos + 2 > len(v):
+            raise PDUError("role selection sub-item: SCU/SCP role bytes missing", offset)
+        return RoleSelection(_text(uid), bool(v[pos]), bool(v[pos + 1]))
+    if item_type == 0x55:
+        return ImplementationVersionName(_text(v))
+    if item_type == 0x56:
+        uid, pos = _lv_field(v, 0, "SOP class extended negotiation sub-item", offset)
+        return SOPClassExtendedNegotiation(_text(uid), bytes(v[pos:]))
+    if item_type == 0x57:
+        what = "SOP class common extended negotiation sub-item"
+        uid, pos = _lv_field(v, 0, what, offset)
+        service, pos = _lv_field(v, pos, what, offset)
+        related_raw, pos = _lv_field(v, pos, what, offset)
+        related: list[str] = []
+        rv = memoryview(related_raw)
+        rpos = 0
+        while rpos < len(rv):
+            one, rpos = _lv_field(rv, rpos, what, offset)
+            related.append(_text(one))
+        return SOPClassCommonExtendedNegotiation(_text(uid), _text(service), related)
+    if item_type == 0x58 and in_rq:
+        _need(v, 2, "user identity sub-item", offset)
+        primary, pos = _lv_field(v, 2, "user identity sub-item", offset)
+        secondary, pos = (
+            _lv_field(v, pos, "user identity sub-item", offset) if pos < len(v) else (b"", pos)
+        )
+        return UserIdentityRQ(v[0], bool(v[1]), primary, secondary)
+    if item_type == 0x59 and not in_rq:
+        response, _pos = _lv_field(v, 0, "user identity response sub-item", offset)
+        return UserIdentityAC(response)
+    return UnknownSubItem(item_type, bytes(v))
+
+
+def _decode_associate(body: memoryview, is_rq: bool) -> A_ASSOCIATE_RQ | A_ASSOCIATE_AC:
+    name = "A-ASSOCIATE-RQ" if is_rq else "A-ASSOCIATE-AC"
+    if len(body) < 68:
+        raise PDUError(f"{name}: {len(body)} bytes, the fixed fields alone need 68", 6)
+    version = _U16.unpack_from(body, 0)[0]
+    called = _text(body[4:20])
+    calling = _text(body[20:36])
+    app_context: str | None = None
+    rq_items: list[PresentationContextRQItem] = []
+    ac_items: list[PresentationContextACItem] = []
+    info: UserInformation | None = None
+    for item_type, value, offset in _Items(body[68:], 6 + 68, name):
+        if item_type == 0x10:
+            app_context = _text(value)
+        elif item_type == 0x20 and is_rq:
+            _need(value, 4, "presentation context item", offset)
+            cid = value[0]
+            if cid % 2 == 0:
+                raise PDUError(
+                    f"{name}: presentation context ID {cid} is even (must be odd)", offset
+                )
+            abstract: str | None = None
+            syntaxes: list[str] = []
+            for sub_type, sub, _sub_off in _Items(
+                value[4:], offset + 8, "presentation context item"
+            ):
+                if sub_type == 0x30:
+                    abstract = _text(sub)
+                elif sub_type == 0x40:
+                    syntaxes.append(_text(sub))
+            if abstract is None:
+                raise PDUError(f"{name}: presentation context {cid} has no abstract syntax", offset)
+            rq_items.append(PresentationContextRQItem(cid, abstract, syntaxes))
+        elif item_type == 0x21 and not is_rq:
+            _need(value, 4, "presentation context item", offset)
+            ts = ""
+            for sub_type, sub, _o in _Items(value[4:], offset + 8, "presentation context item"):
+                if sub_type == 0x40:
+                    ts = _text(sub)
+            ac_items.append(PresentationContextACItem(value[0], value[2], ts))
+        elif item_type == 0x50:
+            subs: list[SubItem] = []
+            for sub_type, sub, sub_off in _Items(value, offset + 4, "user information item"):
+                subs.append(_decode_sub_item(sub_type, sub, sub_off, is_rq))
+            info = UserInformation(subs)
+        # other item types: ignored (PS3.8 §9.3.1)
+    if app_context is None:
+        raise PDUError(f"{name}: no application context item", 6 + 68)
+    if info is None:
+        raise PDUError(f"{name}: no user information item", 6 + 68)
+    if is_rq:
+        return A_ASSOCIATE_RQ(called, calling, rq_items, info, app_context, version)
+    return A_ASSOCIATE_AC(called, calling, ac_items, info, app_context, version)
+
+
+def _decode_pdata(body: memoryview) -> P_DATA_TF:
+    pdvs: list[PDV] = []
+    pos, end = 0, len(body)
+    unpack = _U32.unpack_from
+    while pos < end:
+        if end - pos < 6:
+            raise PDUError(
+                f"P-DATA-TF: {end - pos} stray bytes where a PDV item was expected", 6 + pos
+            )
+        (length,) = unpack(body, pos)
+        if length < 2:
+            raise PDUError(f"P-DATA-TF: PDV item length {length} (at least 2 expected)", 6 + pos)
+        if pos + 4 + length > end:
+            raise PDUError(
+                f"P-DATA-TF: PDV item length {length} runs past the end of the PDU "
+                f"({end - pos - 4} bytes left)",
+                6 + pos,
+            )
+        mch = body[pos + 5]
+        pdvs.append(
+            PDV(body[pos + 4], bool(mch & 1), bool(mch & 2), body[pos + 6 : pos + 4 + length])
+        )
+        pos += 4 + length
+    if not pdvs:
+        raise PDUError("P-DATA-TF without a presentation data value", 6)
+    return P_DATA_TF(pdvs)
+
+
+def decode(data: bytes | memoryview) -> PDU:
+    """Decode one whole PDU (header included)."""
+    view = memoryview(data)
+    if len(view) < 6:
+        raise PDUError(f"PDU header needs 6 bytes, {len(view)} given", 0)
+    pdu_type, _r, length = _HEADER.unpack_from(view, 0)
+    if len(view) != 6 + length:
+        raise PDUError(f"PDU length field says {length} bytes, {len(view) - 6} given", 2)
+    return _decode_body(pdu_type, view[6:])
+
+
+_FIXED_NAMES = {3: "A-ASSOCIATE-RJ", 5: "A-RELEASE-RQ", 6: "A-RELEASE-RP", 7: "A-ABORT"}
+
+
+def _decode_body(pdu_type: int, body: memoryview) -> PDU:
+    if pdu_type == 0x04:
+        return _decode_pdata(body)
+    if pdu_type in _FIXED_NAMES:
+        if len(body) != 4:
+            raise PDUError(f"{_FIXED_NAMES[pdu_type]}: length {len(body)}, 4 expected", 2)
+        if pdu_type == 0x03:
+            return A_ASSOCIATE_RJ(body[1], body[2], body[3])
+        if pdu_type == 0x05:
+            return A_RELEASE_RQ()
+        if pdu_type == 0x06:
+            return A_RELEASE_RP()
+        return A_ABORT(body[2], body[3])
+    if pdu_type in (0x01, 0x02):
+        return _decode_associate(body, pdu_type == 0x01)
+    raise PDUError(f"unknown PDU type 0x{pdu_type:02X} (0x01-0x07 expected)", 0)
 
 
 class PDUReader:
-    """Incremental PDU decoder: ``feed(bytes)`` in any chunking, then ``next_pdu()`` until None."""
+    """Incremental PDU decoder: ``feed(bytes)`` (or ``get_buffer``/``buffer_updated``) in any
+    chunking, then ``next_pdu()`` until None.
 
-    def __init__(self, max_pdu_length: int = 0) -> None:
-        raise NotImplementedError  # helper fills in
+    Memoryviews inside a returned P_DATA_TF (``PDV.data``) point into the internal buffer and stay
+    valid only until the next call to ``get_buffer()`` or ``feed()``.
+    """
+
+    MIN_READ = 64 * 1024
+
+    def __init__(
+        self,
+        max_pdu_length: int = 0,
+        max_control_pdu_length: int = 1 << 20,
+        initial_buffer: int = 256 * 1024,
+    ) -> None:
+        self.max_pdu_length = max_pdu_length
+        self.max_control_pdu_length = max_control_pdu_length
+        self._buf = bytearray(max(initial_buffer, self.MIN_READ))
+        self._start = 0  # first unconsumed byte
+        self._end = 0  # end of received data
+
+    @property
+    def pending(self) -> int:
+        return self._end - self._start
+
+    def _check_header(self) -> int | None:
+        """Validate the header at _start; the total PDU size, or None when incomplete."""
+        buf, start = self._buf, self._start
+        avail = self._end - start
+        if avail < 1:
+            return None
+        pdu_type = buf[start]
+        if not 1 <= pdu_type <= 7:
+            raise PDUError(f"unknown PDU type 0x{pdu_type:02X} (0x01-0x07 expected)", 0)
+        if avail < 6:
+            return None
+        length: int = _U32.unpack_from(buf, start + 2)[0]
+        if pdu_type == 4:
+            if self.max_pdu_length and length > self.max_pdu_length:
+                raise PDUError(
+                    f"P-DATA-TF of {length} bytes exceeds the maximum of {self.max_pdu_length} "
+                    "we announced",
+                    2,
+                )
+        elif length > self.max_control_pdu_length:
+            raise PDUError(
+                f"{PDUType(pdu_type).name} of {length} bytes exceeds the limit of "
+                f"{self.max_control_pdu_length}",
+                2,
+            )
+        return 6 + length
+
+    def _make_room(self, need: int) -> None:
+        """Ensure `need` free bytes after _end, compacting or replacing the buffer."""
+        buf = self._buf
+        if len(buf) - self._end >= need:
+            return
+        pending = self._end - self._start
+        if pending + need <= len(buf):
+            buf[:pending] = buf[self._start : self._end]
+        else:
+            new = bytearray(max(len(buf) * 2, pending + need))
+            new[:pending] = buf[self._start : self._end]
+            self._buf = new
+        self._start, self._end = 0, pending
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        want = self.MIN_READ
+        try:
+            total = self._check_header()
+        except PDUError:
+            total = None
+        if total is not None:
+            want = max(want, total - (self._end - self._start))
+        if self._start == self._end:
+            self._start = self._end = 0
+        self._make_room(want)
+        return memoryview(self._buf)[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._end += nbytes
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while len(view):
+            target = self.get_buffer(len(view))
+            n = min(len(target), len(view))
+            target[:n] = view[:n]
+            self.buffer_updated(n)
+            view = view[n:]
+
+    def next_pdu(self) -> PDU | None:
+        total = self._check_header()
+        if total is None or self._end - self._start < total:
+            return None
+        start = self._start
+        self._start += total
+        body = memoryview(self._buf)[start + 6 : start + total]
+        return _decode_body(self._buf[start], body)

@@ -93,14 +93,10 @@ _RESPONSES: dict[type, type] = {
     c.NDeleteRQ: c.NDeleteRSP,
 }
 
-_RESPONSE_BY_FIELD: dict[int, type] = {
-    rsp.COMMAND_FIELD: rsp for rsp in _RESPONSES.values()
-}
+_RESPONSE_BY_FIELD: dict[int, type] = {rsp.COMMAND_FIELD: rsp for rsp in _RESPONSES.values()}
 
 
-def _response(
-    rq: c.Message, status: int, *, has_dataset: bool = False, **extra: Any
-) -> c.Message:
+def _response(rq: c.Message, status: int, *, has_dataset: bool = False, **extra: Any) -> c.Message:
     """The response message for a request, echoing the fields PS3.7 says it echoes."""
     rsp_cls = _RESPONSES[type(rq)]
     fields: dict[str, Any] = {
@@ -243,8 +239,10 @@ class _AssociationRunner:
         idle = self.server.limits.idle_timeout
         while True:
             try:
-                item = await asyncio.wait_for(self.queue.get(), idle) if idle else (
-                    await self.queue.get()
+                item = (
+                    await asyncio.wait_for(self.queue.get(), idle)
+                    if idle
+                    else (await self.queue.get())
                 )
             except TimeoutError:
                 assert idle is not None
@@ -298,14 +296,18 @@ class _AssociationRunner:
             if isinstance(message, c.CStoreRQ):
                 await self.c_store(item)
             elif isinstance(message, c.CEchoRQ):
-                await self.simple(item, "on_c_echo", CEchoRequest(self.assoc.info, item.context, message))
+                await self.simple(
+                    item, "on_c_echo", CEchoRequest(self.assoc.info, item.context, message)
+                )
             elif isinstance(message, (c.CFindRQ, c.CMoveRQ, c.CGetRQ)):
                 await self.multi(item)
             elif type(message) in _RESPONSES:
                 await self.n_service(item)
             else:
                 log.warning(
-                    "[%s] unexpected %s from the peer; ignored", self.assoc.info, type(message).__name__
+                    "[%s] unexpected %s from the peer; ignored",
+                    self.assoc.info,
+                    type(message).__name__,
                 )
         except AssociationAborted:
             pass
@@ -318,7 +320,9 @@ class _AssociationRunner:
             return await asyncio.wait_for(handler(request), timeout)
         return await handler(request)
 
-    async def send(self, ctx: NegotiatedContext, message: c.Message, data: bytes | None = None) -> None:
+    async def send(
+        self, ctx: NegotiatedContext, message: c.Message, data: bytes | None = None
+    ) -> None:
         await self.assoc.send_message(ctx.context_id, message, data)
 
     async def simple(self, item: Incoming, name: str, request: DimseRequest) -> None:
@@ -361,8 +365,10 @@ class _AssociationRunner:
                 except Exception as exc:
                     log.exception("[%s] on_c_store failed", self.assoc.info)
                     await service.on_c_store_exception(sink.path, exc)
-                    result = Response(0xC000 if not isinstance(exc, OSError) else 0xA700,
-                                      error_comment=f"{type(exc).__name__}: {exc}"[:64])
+                    result = Response(
+                        0xC000 if not isinstance(exc, OSError) else 0xA700,
+                        error_comment=f"{type(exc).__name__}: {exc}"[:64],
+                    )
         finally:
             if isinstance(sink, FileSink):
                 sink.discard()  # gone already when the handler saved it
@@ -392,7 +398,9 @@ class _AssociationRunner:
         request = cls(self.assoc.info, item.context, message, raw=raw)
         handler = getattr(self.service, name, None)
         if item.error is not None:
-            await self.send(item.context, _response(message, 0xA700, error_comment=str(item.error)[:64]))
+            await self.send(
+                item.context, _response(message, 0xA700, error_comment=str(item.error)[:64])
+            )
             return
         if handler is None:
             await self.send(item.context, _response(message, 0x0122))
@@ -413,7 +421,9 @@ class _AssociationRunner:
                     break
                 data = encode_dataset(ds, item.context.transfer_syntax) if ds is not None else None
                 await self.send(
-                    item.context, _response(message, status, has_dataset=data is not None, **extra), data
+                    item.context,
+                    _response(message, status, has_dataset=data is not None, **extra),
+                    data,
                 )
             else:
                 if request.cancelled.is_set():
@@ -425,7 +435,9 @@ class _AssociationRunner:
             self.find_requests.pop(request.message_id, None)
         status, extra, ds = _status_fields(final)
         data = encode_dataset(ds, item.context.transfer_syntax) if ds is not None else None
-        await self.send(item.context, _response(message, status, has_dataset=data is not None, **extra), data)
+        await self.send(
+            item.context, _response(message, status, has_dataset=data is not None, **extra), data
+        )
 
     async def n_service(self, item: Incoming) -> None:
         message = item.message
@@ -444,14 +456,18 @@ class _AssociationRunner:
                 result = Response(0x0110, error_comment=f"{type(exc).__name__}: {exc}"[:64])
         status, extra, ds = _status_fields(result)
         data = encode_dataset(ds, item.context.transfer_syntax) if ds is not None else None
-        await self.send(item.context, _response(message, status, has_dataset=data is not None, **extra), data)
+        await self.send(
+            item.context, _response(message, status, has_dataset=data is not None, **extra), data
+        )
 
     async def answer_invalid(self, item: IncomingInvalid) -> None:
         event = item.event
         rsp_cls = _RESPONSE_BY_FIELD.get((event.command_field or 0) | 0x8000)
         ctx = item.context
         if rsp_cls is None or ctx is None or event.message_id is None:
-            log.warning("[%s] unusable command set, no way to answer: %s", self.assoc.info, event.error)
+            log.warning(
+                "[%s] unusable command set, no way to answer: %s", self.assoc.info, event.error
+            )
             self.assoc.abort(AbortSource.SERVICE_PROVIDER, AbortReason.INVALID_PDU_PARAMETER_VALUE)
             return
         fields: dict[str, Any] = {
@@ -462,7 +478,10 @@ class _AssociationRunner:
         if "error_comment" in rsp_cls.__dataclass_fields__:
             fields["error_comment"] = str(event.error)[:64]
         elements = getattr(event.error, "elements", None) or {}
-        for name, tag in (("affected_sop_class_uid", 0x00000002), ("affected_sop_instance_uid", 0x00001000)):
+        for name, tag in (
+            ("affected_sop_class_uid", 0x00000002),
+            ("affected_sop_instance_uid", 0x00001000),
+        ):
             if name in rsp_cls.__dataclass_fields__ and isinstance(elements.get(tag), str):
                 fields[name] = elements[tag]
         try:
@@ -518,7 +537,12 @@ class DicomServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._protocol_factory, self.host, self.port, ssl=self.ssl, reuse_address=True, backlog=256
+            self._protocol_factory,
+            self.host,
+            self.port,
+            ssl=self.ssl,
+            reuse_address=True,
+            backlog=256,
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]

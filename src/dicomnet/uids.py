@@ -11,11 +11,10 @@ from functools import cache
 
 from pydicom._uid_dict import UID_dictionary
 from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
+    JPEG2000,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,

@@ -63,18 +63,33 @@ def main() -> None:
 @click.argument("port", type=int)
 @click.option("--aet", default="DICOMNET", show_default=True, help="Our (calling) AE title.")
 @click.option("--aec", default="ANY-SCP", show_default=True, help="The peer's (called) AE title.")
-@click.option("--count", "-c", default=1, show_default=True, type=click.IntRange(1, 1_000_000),
-              help="C-ECHOs to send in one association.")
+@click.option(
+    "--count",
+    "-c",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="C-ECHOs to send in one association.",
+)
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for each answer.")
 @click.option("-v", "--verbose", count=True)
-def echo(host: str, port: int, aet: str, aec: str, count: int, timeout: float, verbose: int) -> None:
+def echo(
+    host: str, port: int, aet: str, aec: str, count: int, timeout: float, verbose: int
+) -> None:
     """Verify a peer with C-ECHO; prints each status and round-trip time."""
     _setup_logging(verbose, quiet=verbose == 0)
 
     async def go() -> int:
         failures = 0
-        async with DicomClient(host, port, aet, aec, acse_timeout=timeout,
-                               dimse_timeout=timeout, connect_timeout=timeout) as client:
+        async with DicomClient(
+            host,
+            port,
+            aet,
+            aec,
+            acse_timeout=timeout,
+            dimse_timeout=timeout,
+            connect_timeout=timeout,
+        ) as client:
             times: list[float] = []
             for i in range(count):
                 start = time.perf_counter()
@@ -84,11 +99,15 @@ def echo(host: str, port: int, aet: str, aec: str, count: int, timeout: float, v
                 if status != 0:
                     failures += 1
                 if count <= 10 or i == count - 1:
-                    click.echo(f"C-ECHO {i + 1}/{count}: {describe(status)} in {elapsed * 1000:.2f} ms")
+                    click.echo(
+                        f"C-ECHO {i + 1}/{count}: {describe(status)} in {elapsed * 1000:.2f} ms"
+                    )
             if count > 1:
                 total = sum(times)
-                click.echo(f"{count} echoes in {total:.3f} s: {count / total:.0f}/s, "
-                           f"mean {total / count * 1000:.3f} ms")
+                click.echo(
+                    f"{count} echoes in {total:.3f} s: {count / total:.0f}/s, "
+                    f"mean {total / count * 1000:.3f} ms"
+                )
         return 1 if failures else 0
 
     sys.exit(_client_main(go))
@@ -129,15 +148,36 @@ def _iter_paths(paths: Sequence[str], recursive: bool) -> Iterator[Path]:
 @click.option("--aet", default="DICOMNET", show_default=True, help="Our (calling) AE title.")
 @click.option("--aec", default="ANY-SCP", show_default=True, help="The peer's (called) AE title.")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into folders.")
-@click.option("--max-pdu", default=1 << 20, show_default=True, type=click.IntRange(0, 2**32 - 1),
-              help="Largest PDU we accept (0 = unlimited).")
-@click.option("--async-ops", default=1, show_default=True, type=click.IntRange(0, 65535),
-              help="Requests outstanding at once (asynchronous operations window; 0 = unlimited).")
+@click.option(
+    "--max-pdu",
+    default=1 << 20,
+    show_default=True,
+    type=click.IntRange(0, 2**32 - 1),
+    help="Largest PDU we accept (0 = unlimited).",
+)
+@click.option(
+    "--async-ops",
+    default=1,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Requests outstanding at once (asynchronous operations window; 0 = unlimited).",
+)
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for each answer.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the summary.")
 @click.option("-v", "--verbose", count=True)
-def store(host: str, port: int, paths: tuple[str, ...], aet: str, aec: str, recursive: bool,
-          max_pdu: int, async_ops: int, timeout: float, quiet: bool, verbose: int) -> None:
+def store(
+    host: str,
+    port: int,
+    paths: tuple[str, ...],
+    aet: str,
+    aec: str,
+    recursive: bool,
+    max_pdu: int,
+    async_ops: int,
+    timeout: float,
+    quiet: bool,
+    verbose: int,
+) -> None:
     """Send DICOM files and folders with C-STORE, proposing each file's own SOP class and
     transfer syntax. Files that are not DICOM are reported and skipped."""
     _setup_logging(verbose, quiet=verbose == 0)
@@ -155,8 +195,13 @@ def store(host: str, port: int, paths: tuple[str, ...], aet: str, aec: str, recu
     if not files:
         click.echo("nothing to send", err=True)
         sys.exit(1 if skipped else 0)
-    sys.exit(_client_main(lambda: _store(host, port, aet, aec, files, max_pdu, async_ops,
-                                         timeout, quiet, len(skipped))))
+    sys.exit(
+        _client_main(
+            lambda: _store(
+                host, port, aet, aec, files, max_pdu, async_ops, timeout, quiet, len(skipped)
+            )
+        )
+    )
 
 
 def _contexts_for(files: Sequence[FileInfo]) -> list[list[ProposedContext]]:
@@ -174,25 +219,50 @@ def _contexts_for(files: Sequence[FileInfo]) -> list[list[ProposedContext]]:
     return groups
 
 
-async def _store(host: str, port: int, aet: str, aec: str, files: list[FileInfo], max_pdu: int,
-                 async_ops: int, timeout: float, quiet: bool, skipped: int) -> int:
-    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress,
-                               TextColumn, TimeRemainingColumn, TransferSpeedColumn)
+async def _store(
+    host: str,
+    port: int,
+    aet: str,
+    aec: str,
+    files: list[FileInfo],
+    max_pdu: int,
+    async_ops: int,
+    timeout: float,
+    quiet: bool,
+    skipped: int,
+) -> int:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     total_bytes = sum(f.size for f in files)
     interactive = sys.stdout.isatty() and not quiet
     sent = warnings = 0
     failures: list[tuple[Path, str]] = []
     start = time.perf_counter()
-    progress = Progress(TextColumn("[bold]store"), BarColumn(), MofNCompleteColumn(),
-                        DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                        disable=not interactive)
+    progress = Progress(
+        TextColumn("[bold]store"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        disable=not interactive,
+    )
     groups = _contexts_for(files)
     by_group: list[list[FileInfo]] = [[] for _ in groups]
     for f in files:
         for i, group in enumerate(groups):
-            if any(c.abstract_syntax == f.sop_class_uid and c.transfer_syntaxes[0] == f.transfer_syntax
-                   for c in group):
+            if any(
+                c.abstract_syntax == f.sop_class_uid and c.transfer_syntaxes[0] == f.transfer_syntax
+                for c in group
+            ):
                 by_group[i].append(f)
                 break
     with progress:
@@ -213,7 +283,9 @@ async def _store(host: str, port: int, aet: str, aec: str, files: list[FileInfo]
                 warnings += 1
             else:
                 comment = getattr(response, "error_comment", None)
-                failures.append((request.file.path, describe(status) + (f": {comment}" if comment else "")))
+                failures.append(
+                    (request.file.path, describe(status) + (f": {comment}" if comment else ""))
+                )
             progress.advance(files_task)
             progress.advance(bytes_task, request.file.size)
             if not interactive and not quiet:
@@ -222,16 +294,30 @@ async def _store(host: str, port: int, aet: str, aec: str, files: list[FileInfo]
         for contexts, group_files in zip(groups, by_group, strict=True):
             if not group_files:
                 continue
-            async with DicomClient(host, port, aet, aec, max_pdu_length=max_pdu,
-                                   dimse_timeout=timeout, acse_timeout=timeout,
-                                   connect_timeout=timeout) as client:
+            async with DicomClient(
+                host,
+                port,
+                aet,
+                aec,
+                max_pdu_length=max_pdu,
+                dimse_timeout=timeout,
+                acse_timeout=timeout,
+                connect_timeout=timeout,
+            ) as client:
                 for ctx in contexts:
                     client.add_presentation_context(ctx.abstract_syntax, ctx.transfer_syntaxes)
                 if async_ops != 1:
                     client.negotiate_async_ops(async_ops, 1)
-                requests = [CStoreRequest(on_response=on_response, file=f, sop_class_uid=f.sop_class_uid,
-                                          sop_instance_uid=f.sop_instance_uid,
-                                          transfer_syntax=f.transfer_syntax) for f in group_files]
+                requests = [
+                    CStoreRequest(
+                        on_response=on_response,
+                        file=f,
+                        sop_class_uid=f.sop_class_uid,
+                        sop_instance_uid=f.sop_instance_uid,
+                        transfer_syntax=f.transfer_syntax,
+                    )
+                    for f in group_files
+                ]
                 for request in requests:
                     await client.add_request(request)
                 await client.send()
@@ -265,25 +351,60 @@ def _load_config(path: str | None) -> dict[str, Any]:
 @main.command()
 @click.option("--host", default=None, help="Address to listen on.  [default: 127.0.0.1]")
 @click.option("--port", default=None, type=int, help="Port to listen on.  [default: 11112]")
-@click.option("--aet", default=None, help="Our AE title; other called AE titles are accepted "
-              "unless --strict-aet.  [default: DICOMNET]")
-@click.option("--strict-aet", is_flag=True, default=None, help="Reject called AE titles other than --aet.")
+@click.option(
+    "--aet",
+    default=None,
+    help="Our AE title; other called AE titles are accepted "
+    "unless --strict-aet.  [default: DICOMNET]",
+)
+@click.option(
+    "--strict-aet", is_flag=True, default=None, help="Reject called AE titles other than --aet."
+)
 @click.option("--storage", default=None, help="Folder to store into.  [default: ./dicom-store]")
-@click.option("--layout", default=None,
-              help="Path of an instance under the folder.  "
-                   "[default: {StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm]")
-@click.option("--allow-ae", multiple=True, help="Calling AE titles allowed (repeatable); "
-              "others are rejected with 'calling AE title not recognized'.")
-@click.option("--no-fsync", is_flag=True, default=None,
-              help="Do not fsync each file before answering success (faster, less durable).")
-@click.option("--max-associations", default=None, type=int, help="Associations at once.  [default: 64]")
-@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="TOML file with any of these options (a [serve] table or top level).")
+@click.option(
+    "--layout",
+    default=None,
+    help="Path of an instance under the folder.  "
+    "[default: {StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm]",
+)
+@click.option(
+    "--allow-ae",
+    multiple=True,
+    help="Calling AE titles allowed (repeatable); "
+    "others are rejected with 'calling AE title not recognized'.",
+)
+@click.option(
+    "--no-fsync",
+    is_flag=True,
+    default=None,
+    help="Do not fsync each file before answering success (faster, less durable).",
+)
+@click.option(
+    "--max-associations", default=None, type=int, help="Associations at once.  [default: 64]"
+)
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="TOML file with any of these options (a [serve] table or top level).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
 @click.option("-v", "--verbose", count=True)
-def serve(host: str | None, port: int | None, aet: str | None, strict_aet: bool | None,
-          storage: str | None, layout: str | None, allow_ae: tuple[str, ...], no_fsync: bool | None,
-          max_associations: int | None, config_path: str | None, quiet: bool, verbose: int) -> None:
+def serve(
+    host: str | None,
+    port: int | None,
+    aet: str | None,
+    strict_aet: bool | None,
+    storage: str | None,
+    layout: str | None,
+    allow_ae: tuple[str, ...],
+    no_fsync: bool | None,
+    max_associations: int | None,
+    config_path: str | None,
+    quiet: bool,
+    verbose: int,
+) -> None:
     """Run a storage node: Verification and Storage SCP for every storage SOP class and every
     transfer syntax pydicom knows."""
     from dicomnet.archive.storage import DEFAULT_LAYOUT
@@ -294,7 +415,11 @@ def serve(host: str | None, port: int | None, aet: str | None, strict_aet: bool 
     cfg = _load_config(config_path)
 
     def pick(value: Any, key: str, default: Any) -> Any:
-        return value if value not in (None, ()) else cfg.get(key.replace("-", "_"), cfg.get(key, default))
+        return (
+            value
+            if value not in (None, ())
+            else cfg.get(key.replace("-", "_"), cfg.get(key, default))
+        )
 
     host_v = pick(host, "host", "127.0.0.1")
     port_v = int(pick(port, "port", 11112))
@@ -305,8 +430,13 @@ def serve(host: str | None, port: int | None, aet: str | None, strict_aet: bool 
     fsync = not bool(pick(no_fsync, "no-fsync", False))
     strict = bool(pick(strict_aet, "strict-aet", False))
     limits = ServerLimits(max_associations=int(pick(max_associations, "max-associations", 64)))
-    factory = StorageService.factory(storage_v, layout=layout_v, ae_title=aet_v if strict else None,
-                                     allowed_calling_aes=allowed, fsync=fsync)
+    factory = StorageService.factory(
+        storage_v,
+        layout=layout_v,
+        ae_title=aet_v if strict else None,
+        allowed_calling_aes=allowed,
+        fsync=fsync,
+    )
 
     async def go() -> None:
         server = DicomServer(factory, host_v, port_v, limits=limits)
@@ -315,10 +445,18 @@ def serve(host: str | None, port: int | None, aet: str | None, strict_aet: bool 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        log.info("dicomnet serve: AE %s on %s:%d, storing into %s", aet_v, host_v, server.port,
-                 storage_v.resolve())
-        click.echo(f"dicomnet serve: listening on {host_v}:{server.port} as {aet_v}, "
-                   f"storing into {storage_v}", err=True)
+        log.info(
+            "dicomnet serve: AE %s on %s:%d, storing into %s",
+            aet_v,
+            host_v,
+            server.port,
+            storage_v.resolve(),
+        )
+        click.echo(
+            f"dicomnet serve: listening on {host_v}:{server.port} as {aet_v}, "
+            f"storing into {storage_v}",
+            err=True,
+        )
         await stop.wait()
         log.info("shutting down: waiting for running associations")
         await server.close(abort_after=10.0)

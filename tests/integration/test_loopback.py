@@ -1,0 +1,105 @@
+"""dicomnet's client against dicomnet's server over 127.0.0.1: echo, store, release, abort,
+rejection, the request queue with an asynchronous operations window."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+import dicomnet
+from dicomnet import DicomClient, DicomServer, Status
+from dicomnet.services.storage import StorageService
+from tests.helpers import make_ct, write_ct
+
+
+def _digest_dataset(path: Path) -> str:
+    ds = dcmread(path)
+    return hashlib.sha256(ds.PixelData).hexdigest()
+
+
+async def test_echo(tmp_path: Path) -> None:
+    factory = StorageService.factory(tmp_path / "store", fsync=False)
+    async with DicomServer(factory, port=0) as server:
+        async with DicomClient("127.0.0.1", server.port, "SCU", "DICOMNET") as client:
+            assert await client.c_echo() == Status.SUCCESS
+            assert await client.c_echo() == Status.SUCCESS
+
+
+async def test_store_file_and_dataset(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    factory = StorageService.factory(store, fsync=True)
+    src = tmp_path / "in" / "a.dcm"
+    ds = write_ct(src, rows=128, columns=128)
+    ds2 = make_ct(rows=16, columns=16)
+    async with DicomServer(factory, port=0) as server:
+        async with DicomClient("127.0.0.1", server.port) as client:
+            assert await client.c_store(src) == Status.SUCCESS
+            assert await client.c_store(ds2) == Status.SUCCESS
+    out = store / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+    assert out.exists()
+    assert dcmread(out).PixelData == ds.PixelData
+    out2 = store / ds2.StudyInstanceUID / ds2.SeriesInstanceUID / f"{ds2.SOPInstanceUID}.dcm"
+    assert dcmread(out2).PixelData == ds2.PixelData
+    # Nothing is left in the temporary folder.
+    assert list((store / ".incoming").iterdir()) == []
+
+
+async def test_queue_with_async_window(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    factory = StorageService.factory(store, fsync=False, max_operations_performed=4)
+    files = [tmp_path / "in" / f"{i}.dcm" for i in range(20)]
+    datasets = [write_ct(p, rows=32, columns=32) for p in files]
+    statuses: list[int] = []
+    async with DicomServer(factory, port=0) as server:
+        async with DicomClient("127.0.0.1", server.port) as client:
+            client.negotiate_async_ops(8)
+            for p in files:
+                await client.add_request(
+                    dicomnet.CStoreRequest.from_file(
+                        p, on_response=lambda rq, rsp: statuses.append(rsp.status)
+                    )
+                )
+            await client.send()
+            assert client.negotiated is not None
+            assert client.negotiated.max_operations_invoked == 4
+    assert statuses == [0] * 20
+    stored = sorted(p.name for p in store.rglob("*.dcm"))
+    assert stored == sorted(f"{d.SOPInstanceUID}.dcm" for d in datasets)
+
+
+async def test_rejected_called_ae(tmp_path: Path) -> None:
+    factory = StorageService.factory(tmp_path, ae_title="STORESCP", fsync=False)
+    async with DicomServer(factory, port=0) as server:
+        client = DicomClient("127.0.0.1", server.port, "SCU", "WRONG")
+        with pytest.raises(dicomnet.AssociationRejected) as info:
+            await client.c_echo()
+        assert "called AE title not recognized" in str(info.value)
+
+
+async def test_client_abort_leaves_no_partial_file(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    factory = StorageService.factory(store, fsync=False)
+    async with DicomServer(factory, port=0) as server:
+        client = DicomClient("127.0.0.1", server.port)
+        assert await client.c_echo() == 0
+        await client.abort()
+        # The server goes on serving.
+        async with DicomClient("127.0.0.1", server.port) as other:
+            assert await other.c_echo() == 0
+    assert not list(store.rglob("*.dcm"))
+
+
+async def test_server_keeps_serving_many_associations(tmp_path: Path) -> None:
+    factory = StorageService.factory(tmp_path / "s", fsync=False)
+    async with DicomServer(factory, port=0) as server:
+
+        async def one(i: int) -> int:
+            async with DicomClient("127.0.0.1", server.port, f"SCU{i}") as client:
+                return await client.c_store(make_ct(rows=8, columns=8))
+
+        results = await asyncio.gather(*(one(i) for i in range(8)))
+    assert results == [0] * 8
