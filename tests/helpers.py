@@ -110,7 +110,9 @@ def write_ct(path: Path, **kwargs: object) -> Dataset:
     return ds
 
 
-def run(cmd: Sequence[str], timeout: float = 60, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: Sequence[str], timeout: float = 60, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
     """Run a peer tool with TCP_NODELAY=1, capturing its output for the assertion message."""
     return subprocess.run(
         list(cmd),
@@ -123,7 +125,9 @@ def run(cmd: Sequence[str], timeout: float = 60, **kwargs: object) -> subprocess
     )
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 15) -> None:
+def wait_for_port(
+    port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 15
+) -> None:
     """Wait until something accepts connections on 127.0.0.1:port (readiness, not a sleep)."""
     import time
 

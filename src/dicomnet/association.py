@@ -218,7 +218,7 @@ class Association(asyncio.BufferedProtocol):
             self.on_message(incoming)
 
     def _other(self, event: ConnectionEvent) -> None:
-        if isinstance(event, AssociateRequested) or isinstance(event, AssociateAccepted) or isinstance(event, AssociateRejected):
+        if isinstance(event, (AssociateRequested, AssociateAccepted, AssociateRejected)):
             self._resolve_associate(event.pdu)
         elif isinstance(event, InvalidCommand):
             ctx = self.negotiated.contexts.get(event.context_id) if self.negotiated else None
@@ -236,9 +236,8 @@ class Association(asyncio.BufferedProtocol):
                 self.log.warning("association aborted by us: %s", event.message)
             self._drop_current()
             self._fail_waiters(event)
-        elif isinstance(event, Closed):
-            if self.transport is not None:
-                self.transport.close()
+        elif isinstance(event, Closed) and self.transport is not None:
+            self.transport.close()
 
     def _resolve_associate(self, pdu: A_ASSOCIATE_RQ | A_ASSOCIATE_AC | A_ASSOCIATE_RJ) -> None:
         if not self._associate_waiter.done():

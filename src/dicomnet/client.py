@@ -534,7 +534,11 @@ class DicomClient:
         sink = item.sink
         status: int = Status.SUCCESS
         try:
-            if item.error is not None or not isinstance(sink, FileSink) or self.store_handler is None:
+            if (
+                item.error is not None
+                or not isinstance(sink, FileSink)
+                or self.store_handler is None
+            ):
                 status = 0xA700
             else:
                 info = self._assoc.info

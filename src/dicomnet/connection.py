@@ -157,6 +157,9 @@ class Connection:
         # Drop data set fragments of a message whose command could not be used.
         self._discarding = False
         self.pdus_received = 0
+        self._abort_pdu: A_ABORT | None = None
+        self._invalid_reason: int = AbortReason.UNEXPECTED_PDU
+        self._invalid_message: str | None = None
 
     # -- state -------------------------------------------------------------------------------
 
@@ -444,13 +447,11 @@ class Connection:
 
     # Association abort (PS3.8 Table 9-9)
     def _aa_1(self, pdu: PDU | None) -> None:
-        abort = getattr(self, "_abort_pdu", None) or A_ABORT(
-            AbortSource.SERVICE_PROVIDER, AbortReason.UNEXPECTED_PDU
-        )
+        abort = self._abort_pdu or A_ABORT(AbortSource.SERVICE_PROVIDER, AbortReason.UNEXPECTED_PDU)
         self._abort_pdu = None
         self._outbox.append(encode(abort))
         self.artim.start(self._now)
-        if isinstance(pdu, PDU.__args__):  # type: ignore[attr-defined]
+        if pdu is not None:
             # An unexpected PDU from the peer (not a local A-ABORT request).
             self._events.append(
                 Aborted(
@@ -495,8 +496,8 @@ class Connection:
         )
 
     def _aa_8(self, pdu: PDU | None) -> None:
-        reason = getattr(self, "_invalid_reason", AbortReason.UNEXPECTED_PDU)
-        message = getattr(self, "_invalid_message", None) or (
+        reason = self._invalid_reason
+        message = self._invalid_message or (
             f"unexpected {type(pdu).__name__ if pdu is not None else 'event'} "
             f"in {self._previous_state_name}"
         )

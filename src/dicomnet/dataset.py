@@ -9,14 +9,15 @@ starts so it can be streamed without being parsed.
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import Dataset, dcmread
-from pydicom.filereader import read_dataset
 from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
@@ -74,7 +75,7 @@ class NotDicomError(DicomNetError):
     """The file is not a DICOM Part 10 file."""
 
 
-def read_file_info(path: str | Path) -> FileInfo:
+def read_file_info(path: str | os.PathLike[str]) -> FileInfo:
     """Read a Part 10 file's meta information without reading its data set (PS3.10 §7.1)."""
     p = Path(path)
     size = p.stat().st_size

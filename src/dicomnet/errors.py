@@ -7,6 +7,8 @@ something the protocol does not allow.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class DicomNetError(Exception):
     """Base class of every exception dicomnet raises."""
@@ -43,7 +45,7 @@ class DIMSEError(DicomNetError):
     """A malformed DIMSE command set or message (PS3.7). ``elements`` holds what could be read
     of the command set, so that a server can still answer it (message ID, command field)."""
 
-    def __init__(self, message: str, elements: dict[int, object] | None = None) -> None:
+    def __init__(self, message: str, elements: Mapping[int, object] | None = None) -> None:
         super().__init__(message)
         self.elements: dict[int, object] = dict(elements or {})
 

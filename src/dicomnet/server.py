@@ -79,7 +79,7 @@ class ServerLimits:
 _ids = itertools.count(1)
 
 # Request -> response class, for answering messages generically.
-_RESPONSES: dict[type, type] = {
+_RESPONSES: dict[type[Any], type[Any]] = {
     c.CEchoRQ: c.CEchoRSP,
     c.CStoreRQ: c.CStoreRSP,
     c.CFindRQ: c.CFindRSP,
@@ -93,7 +93,7 @@ _RESPONSES: dict[type, type] = {
     c.NDeleteRQ: c.NDeleteRSP,
 }
 
-_RESPONSE_BY_FIELD: dict[int, type] = {rsp.COMMAND_FIELD: rsp for rsp in _RESPONSES.values()}
+_RESPONSE_BY_FIELD: dict[int, type[Any]] = {rsp.COMMAND_FIELD: rsp for rsp in _RESPONSES.values()}
 
 
 def _response(rq: c.Message, status: int, *, has_dataset: bool = False, **extra: Any) -> c.Message:
@@ -278,7 +278,14 @@ class _AssociationRunner:
                 await slots.acquire()
                 task = asyncio.create_task(self.handle(item))
                 self.tasks.add(task)
-                task.add_done_callback(lambda t: (self.tasks.discard(t), slots.release()))
+                task.add_done_callback(self._task_done(slots))
+
+    def _task_done(self, slots: asyncio.Semaphore) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            self.tasks.discard(task)
+            slots.release()
+
+        return done
 
     def cancel(self, message: c.CCancelRQ) -> None:
         request = self.find_requests.get(message.message_id_being_responded_to)
@@ -328,7 +335,7 @@ class _AssociationRunner:
     async def simple(self, item: Incoming, name: str, request: DimseRequest) -> None:
         handler = getattr(self.service, name, None)
         if handler is None:
-            result: int | Response = Status.SOP_CLASS_NOT_SUPPORTED  # type: ignore[attr-defined]
+            result: int | Response = Status.SOP_CLASS_NOT_SUPPORTED
         else:
             try:
                 result = await self._call(handler, request)
@@ -355,13 +362,13 @@ class _AssociationRunner:
                     error_comment=f"data set not stored: {error}"[:64],
                 )
             elif not hasattr(service, "on_c_store"):
-                result = Status.SOP_CLASS_NOT_SUPPORTED  # type: ignore[attr-defined]
+                result = Status.SOP_CLASS_NOT_SUPPORTED
             else:
                 request = CStoreRequest(
                     self.assoc.info, item.context, message, path=sink.path, size=sink.size
                 )
                 try:
-                    result = await self._call(service.on_c_store, request)  # type: ignore[attr-defined]
+                    result = await self._call(service.on_c_store, request)
                 except Exception as exc:
                     log.exception("[%s] on_c_store failed", self.assoc.info)
                     await service.on_c_store_exception(sink.path, exc)

@@ -80,8 +80,16 @@ class DcmtkStorescp:
         folder.mkdir(parents=True, exist_ok=True)
         self.log = open(folder.parent / f"storescp-{self.port}.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [exe, "-aet", aet, "-od", str(folder), "--fork" if extra and "--fork" in extra else "-v",
-             *(e for e in (extra or []) if e != "--fork"), str(self.port)],
+            [
+                exe,
+                "-aet",
+                aet,
+                "-od",
+                str(folder),
+                "--fork" if extra and "--fork" in extra else "-v",
+                *(e for e in (extra or []) if e != "--fork"),
+                str(self.port),
+            ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env=dcmtk_env(),

@@ -107,8 +107,13 @@ def test_seed_example_scp_with_dcmtk(tmp_path: Path) -> None:
     storescu = require_tool("storescu")
     port = free_port()
     example = Path(__file__).resolve().parents[2] / "examples" / "store_scp.py"
-    proc = subprocess.Popen([sys.executable, str(example), str(port)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dcmtk_env())
+    proc = subprocess.Popen(
+        [sys.executable, str(example), str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=dcmtk_env(),
+    )
     try:
         wait_for_port(port, proc)  # type: ignore[arg-type]
         wrong = run([echoscu, "-aec", "OTHER", "127.0.0.1", str(port)])
@@ -117,7 +122,9 @@ def test_seed_example_scp_with_dcmtk(tmp_path: Path) -> None:
         ok = run([echoscu, "-aec", "STORESCP", "127.0.0.1", str(port)])
         assert ok.returncode == 0, ok.stdout + ok.stderr
         ds = write_ct(tmp_path / "in" / "a.dcm")
-        sent = run([storescu, "-aec", "STORESCP", "127.0.0.1", str(port), str(tmp_path / "in" / "a.dcm")])
+        sent = run(
+            [storescu, "-aec", "STORESCP", "127.0.0.1", str(port), str(tmp_path / "in" / "a.dcm")]
+        )
         assert sent.returncode == 0, sent.stdout + sent.stderr
         assert (tmp_path / "DICOM" / ds.StudyInstanceUID / f"{ds.SOPInstanceUID}.dcm").exists()
     finally:

@@ -190,7 +190,7 @@ def store(
             skipped.append((path, str(exc)))
         except Exception as exc:  # pydicom's own errors on broken meta information
             skipped.append((path, f"{path}: not readable as DICOM ({exc})"))
-    for path, why in skipped:
+    for _path, why in skipped:
         click.echo(f"skipped: {why}", err=True)
     if not files:
         click.echo("nothing to send", err=True)

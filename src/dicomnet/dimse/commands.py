@@ -240,9 +240,9 @@ class _Message:
                     elements=elements,
                 )
         for name in names:
-            tag = _ATTR_TAGS.get(name)
-            if tag is not None and tag in elements:
-                kwargs[name] = elements[tag]
+            attr_tag = _ATTR_TAGS.get(name)
+            if attr_tag is not None and attr_tag in elements:
+                kwargs[name] = elements[attr_tag]
         try:
             return cls(**kwargs)
         except TypeError as exc:

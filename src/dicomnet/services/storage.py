@@ -56,7 +56,7 @@ class StorageService(Service):
             "on_stored": staticmethod(on_stored) if on_stored else None,
         }
         configured = type(cls.__name__, (cls,), attrs)
-        return configured  # type: ignore[return-value]
+        return configured
 
     async def on_association_request(self, request: AssociationRequest) -> AssociationDecision:
         if self.ae_title and request.called_ae_title != self.ae_title:
