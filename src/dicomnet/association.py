@@ -16,7 +16,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from dicomnet.connection import (
     Aborted,
@@ -121,15 +121,15 @@ class Association(asyncio.BufferedProtocol):
     # -- asyncio.BufferedProtocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        transport.set_write_buffer_limits(high=4 << 20, low=1 << 20)
+        self.transport.set_write_buffer_limits(high=4 << 20, low=1 << 20)
         if self.role is Role.ACCEPTOR:
             self.conn.connection_made(self.loop.time())
             self._update_timer()

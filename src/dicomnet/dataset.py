@@ -106,3 +106,121 @@ def read_file_info(path: str | os.PathLike[str]) -> FileInfo:
     except AttributeError as exc:
         raise NotDicomError(f"{p}: File Meta Information lacks {exc}") from exc
     return FileInfo(p, sop_class, sop_instance, ts, offset, size)
+
+
+# --- a fast look at the first elements of a data set ---------------------------------------------
+
+_EXPLICIT_LONG = {
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"SQ",
+    b"SV",
+    b"UC",
+    b"UN",
+    b"UR",
+    b"UT",
+    b"UV",
+}
+_TEXT_VRS = {b"UI", b"SH", b"LO", b"CS", b"DA", b"TM", b"DT", b"AE", b"PN", b"IS", b"DS"}
+_UNDEFINED = 0xFFFFFFFF
+
+
+class _ScanError(Exception):
+    pass
+
+
+def _skip_undefined(data: memoryview, pos: int, implicit: bool) -> int:
+    """Skip a sequence or item of undefined length: returns the offset after its delimiter."""
+    end = len(data)
+    depth = 1
+    while pos + 8 <= end:
+        group, elem = struct.unpack_from("<HH", data, pos)
+        if group == 0xFFFE:
+            (length,) = struct.unpack_from("<I", data, pos + 4)
+            pos += 8
+            if elem in (0xE0DD, 0xE00D):  # sequence / item delimitation
+                depth -= 1
+                if depth == 0:
+                    return pos
+            elif elem == 0xE000:  # item
+                if length == _UNDEFINED:
+                    depth += 1
+                else:
+                    pos += length
+            continue
+        pos, _vr, _value = _element(data, pos, implicit, nested=True)
+    raise _ScanError("undefined length runs past the scanned prefix")
+
+
+def _element(
+    data: memoryview, pos: int, implicit: bool, nested: bool = False
+) -> tuple[int, bytes, memoryview | None]:
+    end = len(data)
+    if pos + 8 > end:
+        raise _ScanError("element header past the prefix")
+    if implicit:
+        (length,) = struct.unpack_from("<I", data, pos + 4)
+        vr = b""
+        header = 8
+    else:
+        vr = bytes(data[pos + 4 : pos + 6])
+        if vr in _EXPLICIT_LONG:
+            if pos + 12 > end:
+                raise _ScanError("element header past the prefix")
+            (length,) = struct.unpack_from("<I", data, pos + 8)
+            header = 12
+        else:
+            (length,) = struct.unpack_from("<H", data, pos + 6)
+            header = 8
+    start = pos + header
+    if length == _UNDEFINED:
+        return _skip_undefined(data, start, implicit), vr, None
+    if start + length > end:
+        if nested:
+            raise _ScanError("value past the prefix")
+        return start + length, vr, None
+    return start + length, vr, data[start : start + length]
+
+
+def scan_attributes(
+    prefix: bytes | memoryview, transfer_syntax: str, tags: set[int]
+) -> dict[int, str] | None:
+    """Read text values of top-level ``tags`` from the first bytes of an uncompressed little
+    endian data set without pydicom (the storage layout needs a few UIDs near the front).
+    Returns None when the prefix cannot answer (other syntaxes, a value past the prefix, an
+    unexpected structure): the caller then parses the file with pydicom."""
+    if transfer_syntax == "1.2.840.10008.1.2":
+        implicit = True
+    elif transfer_syntax in ("1.2.840.10008.1.2.1",) or (
+        transfer_syntax.startswith("1.2.840.10008.1.2.4")
+        or transfer_syntax.startswith("1.2.840.10008.1.2.5")
+    ):
+        implicit = False  # explicit VR little endian, also for the encapsulated syntaxes
+    else:
+        return None
+    data = memoryview(prefix)
+    found: dict[int, str] = {}
+    highest = max(tags)
+    pos = 0
+    try:
+        while pos < len(data) and len(found) < len(tags):
+            if pos + 4 > len(data):
+                return None
+            group, elem = struct.unpack_from("<HH", data, pos)
+            tag = (group << 16) | elem
+            if tag > highest:
+                break
+            pos, _vr, value = _element(data, pos, implicit)
+            if tag in tags:
+                if value is None:
+                    return None
+                found[tag] = bytes(value).decode("ascii", "replace").strip(" \x00")
+    except _ScanError:
+        return None
+    for tag in tags:
+        found.setdefault(tag, "")
+    return found

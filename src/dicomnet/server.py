@@ -365,7 +365,12 @@ class _AssociationRunner:
                 result = Status.SOP_CLASS_NOT_SUPPORTED
             else:
                 request = CStoreRequest(
-                    self.assoc.info, item.context, message, path=sink.path, size=sink.size
+                    self.assoc.info,
+                    item.context,
+                    message,
+                    path=sink.path,
+                    size=sink.size,
+                    prefix=sink.prefix,
                 )
                 try:
                     result = await self._call(service.on_c_store, request)

@@ -13,6 +13,7 @@ This module sits in the asyncio layer (the server dispatches to it); the concret
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import shutil
@@ -23,7 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset, dcmread
+from pydicom.datadict import tag_for_keyword
 
+from dicomnet.dataset import scan_attributes
 from dicomnet.dimse.commands import Message
 from dicomnet.dimse.status import Status
 from dicomnet.negotiation import (
@@ -102,6 +105,7 @@ class CStoreRequest(DimseRequest):
 
     path: Path = Path()
     size: int = 0
+    prefix: bytes = b""
     _saved: Path | None = None
 
     @property
@@ -125,6 +129,17 @@ class CStoreRequest(DimseRequest):
         """The data set, read from the temporary file up to (not including) the pixel data."""
         return dcmread(self.path, stop_before_pixels=True)
 
+    def attributes(self, *keywords: str) -> dict[str, str]:
+        """Text values of top-level attributes (e.g. ``"StudyInstanceUID"``), read from the
+        first bytes received when possible, else from ``dataset``; missing ones are ""."""
+        tags = {keyword: tag_for_keyword(keyword) for keyword in keywords}
+        wanted = {t for t in tags.values() if t is not None}
+        found = scan_attributes(self.prefix, self.transfer_syntax, wanted) if wanted else None
+        if found is not None:
+            return {k: found.get(t, "") if t is not None else "" for k, t in tags.items()}
+        ds = self.dataset
+        return {k: str(ds.get(k, "") or "") for k in keywords}
+
     @property
     def saved_to(self) -> Path | None:
         return self._saved
@@ -133,7 +148,21 @@ class CStoreRequest(DimseRequest):
         """Move the received file to ``destination`` atomically (creating folders), replacing
         what is there. Runs in a thread when a copy is needed."""
         dest = Path(destination)
-        await asyncio.to_thread(_move_into_place, self.path, dest, fsync_dir)
+        try:
+            # A rename in the same file system is one quick metadata operation: no thread.
+            if dest.parent not in _known_dirs:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                _known_dirs.add(dest.parent)
+            os.replace(self.path, dest)
+            if fsync_dir:
+                await asyncio.to_thread(_fsync_dir, dest.parent)
+        except FileNotFoundError:
+            _known_dirs.discard(dest.parent)
+            await asyncio.to_thread(_move_into_place, self.path, dest, fsync_dir)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            await asyncio.to_thread(_move_into_place, self.path, dest, fsync_dir)
         self._saved = dest
         return dest
 
@@ -143,18 +172,33 @@ def _move_into_place(src: Path, dest: Path, fsync_dir: bool) -> None:
     try:
         os.replace(src, dest)
     except OSError as exc:
-        if exc.errno != 18:  # EXDEV: another file system; copy then rename there
+        if exc.errno != errno.EXDEV:  # another file system: copy, then rename there
             raise
         tmp = dest.with_name(f".{dest.name}.part")
         shutil.copyfile(src, tmp)
         os.replace(tmp, dest)
         src.unlink()
     if fsync_dir:
-        fd = os.open(dest.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_dir(dest.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# Folders known to exist (bounded: cleared when large), so a store does not stat its parents.
+class _DirCache(set[Path]):
+    def add(self, item: Path) -> None:
+        if len(self) > 10000:
+            self.clear()
+        super().add(item)
+
+
+_known_dirs = _DirCache()
 
 
 @dataclass(eq=False)

@@ -18,6 +18,8 @@ from typing import Protocol
 from dicomnet.errors import DIMSEError
 from dicomnet.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
+PREFIX_SIZE = 16384
+
 
 class DatasetSink(Protocol):
     """Receives one data set's fragments in order."""
@@ -112,6 +114,9 @@ class FileSink:
         self._fsync = fsync
         self.size = 0
         self.done = False
+        # The first bytes of the data set, kept so a few attributes can be read without
+        # opening the file again (dicomnet.dataset.scan_attributes).
+        self.prefix = b""
         try:
             self._file.write(meta)
         except BaseException:
@@ -119,6 +124,8 @@ class FileSink:
             raise
 
     def write(self, data: bytes | memoryview) -> None:
+        if self.size < PREFIX_SIZE:
+            self.prefix += bytes(data[: PREFIX_SIZE - self.size])
         self._file.write(data)
         self.size += len(data)
 

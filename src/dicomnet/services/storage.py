@@ -81,11 +81,9 @@ class StorageService(Service):
             "SOPInstanceUID": request.sop_instance_uid,
             "SOPClassUID": request.sop_class_uid,
         }
-        needed = set(layout_keys(self.layout)) - set(values)
+        needed = [k for k in layout_keys(self.layout) if k not in values]
         if needed:
-            ds = request.dataset
-            for key in needed:
-                values[key] = ds.get(key)
+            values.update(request.attributes(*needed))
         return values
 
     async def on_c_store(self, request: CStoreRequest) -> int | Response:
