@@ -186,16 +186,22 @@ class Negotiated:
     extended_negotiation: dict[str, bytes] = field(default_factory=dict)
 
     def find_context(
-        self, abstract_syntax: str, transfer_syntax: str | None = None, *, scp: bool = False
+        self,
+        abstract_syntax: str,
+        transfer_syntax: str | None = None,
+        *,
+        scp: bool = False,
+        scu: bool = False,
     ) -> NegotiatedContext | None:
         """The first accepted context for an abstract syntax (and transfer syntax if given);
-        with ``scp=True`` only contexts where we may act as SCP (role selection)."""
+        with ``scp=True``/``scu=True`` only contexts where we may act in that role (role
+        selection)."""
         for ctx in self.contexts.values():
             if ctx.abstract_syntax != abstract_syntax:
                 continue
             if transfer_syntax is not None and ctx.transfer_syntax != transfer_syntax:
                 continue
-            if scp and not ctx.scp_role:
+            if (scp and not ctx.scp_role) or (scu and not ctx.scu_role):
                 continue
             return ctx
         return None

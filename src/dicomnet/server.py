@@ -20,11 +20,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
+from pydicom.uid import UID
 
 from dicomnet.association import Association, Incoming, IncomingInvalid
 from dicomnet.connection import Aborted, Role
-from dicomnet.dataset import encode_dataset
+from dicomnet.dataset import FileInfo, encode_dataset, read_file_info
 from dicomnet.dimse import commands as c
 from dicomnet.dimse.status import Status, StatusCategory, category
 from dicomnet.errors import AssociationAborted, DicomNetError
@@ -94,6 +95,7 @@ _RESPONSES: dict[type[Any], type[Any]] = {
 }
 
 _RESPONSE_BY_FIELD: dict[int, type[Any]] = {rsp.COMMAND_FIELD: rsp for rsp in _RESPONSES.values()}
+_RESPONSE_TYPES = frozenset(_RESPONSES.values())
 
 
 def _response(rq: c.Message, status: int, *, has_dataset: bool = False, **extra: Any) -> c.Message:
@@ -142,10 +144,49 @@ class _AssociationRunner:
         self.service: Service | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.find_requests: dict[int, DimseRequest] = {}
-        assoc.on_message = self.queue.put_nowait
+        self.early_cancels: set[int] = set()
+        self.queued_queries: set[int] = set()  # C-FIND/MOVE/GET queued, not started yet
+        # C-STORE sub-operations of C-GET we sent and await the response of, by message ID.
+        self.sub_operations: dict[int, asyncio.Future[c.Message]] = {}
+        self.message_ids = itertools.count(1)
+        assoc.on_message = self.on_message
         assoc.on_release = lambda: self.queue.put_nowait("release")
-        assoc.on_end = lambda aborted: self.queue.put_nowait("end")
+        assoc.on_end = self.on_end
         assoc.sink_factory = self.make_sink
+
+    def on_message(self, item: Incoming | IncomingInvalid) -> None:
+        """Requests queue up for the service; C-CANCEL and the responses to our own
+        sub-operations are handled at once, even while a handler is busy."""
+        if isinstance(item, Incoming):
+            message = item.message
+            if isinstance(message, c.CCancelRQ):
+                self.cancel(message)
+                return
+            if type(message) in _RESPONSE_TYPES:
+                if isinstance(item.sink, FileSink):
+                    item.sink.discard()
+                responded = int(getattr(message, "message_id_being_responded_to", -1))
+                future = self.sub_operations.pop(responded, None)
+                if future is None or future.done():
+                    log.warning(
+                        "[%s] %s to unknown message ID %d ignored",
+                        self.assoc.info,
+                        type(message).__name__,
+                        responded,
+                    )
+                else:
+                    future.set_result(message)
+                return
+            if isinstance(message, (c.CFindRQ, c.CMoveRQ, c.CGetRQ)):
+                self.queued_queries.add(message.message_id)
+        self.queue.put_nowait(item)
+
+    def on_end(self, aborted: object) -> None:
+        for future in self.sub_operations.values():
+            if not future.done():
+                future.set_exception(AssociationAborted("the association ended"))
+        self.sub_operations.clear()
+        self.queue.put_nowait("end")
 
     # -- data set sinks -------------------------------------------------------------------------
 
@@ -269,9 +310,6 @@ class _AssociationRunner:
                 )
                 return
             assert not isinstance(item, str)
-            if isinstance(item, Incoming) and isinstance(item.message, c.CCancelRQ):
-                self.cancel(item.message)
-                continue
             if window == 1:
                 await self.handle(item)
             else:
@@ -288,9 +326,60 @@ class _AssociationRunner:
         return done
 
     def cancel(self, message: c.CCancelRQ) -> None:
-        request = self.find_requests.get(message.message_id_being_responded_to)
+        responded = message.message_id_being_responded_to
+        request = self.find_requests.get(responded)
         if isinstance(request, (CFindRequest, CMoveRequest, CGetRequest)):
             request.cancelled.set()
+        elif responded in self.queued_queries:
+            # The request is still queued behind others: cancel it when it starts.
+            self.early_cancels.add(responded)
+
+    async def store_sub_operation(self, path: str | os.PathLike[str]) -> int:
+        """C-GET: send the Part 10 file ``path`` to the requestor as a C-STORE-RQ on this
+        association and return the status of its C-STORE-RSP."""
+        assoc = self.assoc
+        negotiated = assoc.negotiated
+        assert negotiated is not None
+        try:
+            info = read_file_info(path)
+        except (OSError, DicomNetError) as exc:
+            log.warning("[%s] C-GET sub-operation: cannot read %s: %s", assoc.info, path, exc)
+            return 0xA702  # PS3.4 C.4.3.1.3.1: refused, unable to perform sub-operations
+        payload: bytes | FileInfo = info
+        ctx = negotiated.find_context(info.sop_class_uid, info.transfer_syntax, scu=True)
+        if ctx is None:
+            ctx = negotiated.find_context(info.sop_class_uid, scu=True)
+            if (
+                ctx is None
+                or UID(ctx.transfer_syntax).is_compressed
+                or UID(info.transfer_syntax).is_compressed
+            ):
+                log.warning(
+                    "[%s] C-GET sub-operation: the peer took the SCP role for no context that "
+                    "fits %s in %s",
+                    assoc.info,
+                    info.sop_class_uid,
+                    info.transfer_syntax,
+                )
+                return Status.SOP_CLASS_NOT_SUPPORTED
+            # An uncompressed instance in another uncompressed transfer syntax: re-encode.
+            ds = await asyncio.to_thread(dcmread, info.path)
+            payload = encode_dataset(ds, ctx.transfer_syntax)
+        message_id = next(self.message_ids) & 0xFFFF or next(self.message_ids)
+        future: asyncio.Future[c.Message] = assoc.loop.create_future()
+        self.sub_operations[message_id] = future
+        rq = c.CStoreRQ(
+            message_id=message_id,
+            affected_sop_class_uid=info.sop_class_uid,
+            affected_sop_instance_uid=info.sop_instance_uid,
+        )
+        try:
+            await assoc.send_message(ctx.context_id, rq, payload)
+            timeout = self.server.limits.dimse_timeout
+            rsp = await (asyncio.wait_for(future, timeout) if timeout else future)
+        finally:
+            self.sub_operations.pop(message_id, None)
+        return int(getattr(rsp, "status", 0xC000))
 
     # -- one request ----------------------------------------------------------------------------
 
@@ -408,6 +497,12 @@ class _AssociationRunner:
         else:
             cls, name = CGetRequest, "on_c_get"
         request = cls(self.assoc.info, item.context, message, raw=raw)
+        if isinstance(request, CGetRequest):
+            request.sender = self.store_sub_operation
+        self.queued_queries.discard(request.message_id)
+        if request.message_id in self.early_cancels:
+            self.early_cancels.discard(request.message_id)
+            request.cancelled.set()
         handler = getattr(self.service, name, None)
         if item.error is not None:
             await self.send(

@@ -17,7 +17,7 @@ import errno
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -226,8 +226,23 @@ class CMoveRequest(DatasetRequest):
     """A C-MOVE-RQ."""
 
 
+SubOperationSender = Callable[[str | os.PathLike[str]], Awaitable[int]]
+
+
+@dataclass(eq=False)
 class CGetRequest(DatasetRequest):
-    """A C-GET-RQ."""
+    """A C-GET-RQ. ``store(path)`` sends one stored instance back to the requestor as a C-STORE
+    sub-operation on this association (PS3.4 §C.4.3.1.2) and returns the peer's status."""
+
+    sender: SubOperationSender | None = None
+
+    async def store(self, path: str | os.PathLike[str]) -> int:
+        """Send the Part 10 file ``path`` to the peer (which must have accepted the SCP role for
+        its SOP class) and wait for its C-STORE-RSP; returns the response status, or a failure
+        status when no presentation context fits."""
+        if self.sender is None:
+            raise RuntimeError("this C-GET request is not attached to an association")
+        return await self.sender(path)
 
 
 class NRequest(DatasetRequest):
@@ -268,12 +283,16 @@ class Service:
     async def on_association_request(self, request: AssociationRequest) -> AssociationDecision:
         echo = hasattr(self, "on_c_echo")
         store = hasattr(self, "on_c_store")
+        get = hasattr(self, "on_c_get")
         known = set(all_transfer_syntaxes())
         extra = set(self.abstract_syntaxes)
         for pc in request.presentation_contexts:
             wanted = (
                 (echo and pc.abstract_syntax == VERIFICATION)
                 or (store and is_storage(pc.abstract_syntax))
+                # C-GET sends instances back on storage contexts where the requestor takes
+                # the SCP role (PS3.4 §C.4.3.1.2, role selection PS3.7 §D.3.3.4).
+                or (get and bool(pc.proposed_scp_role) and is_storage(pc.abstract_syntax))
                 or pc.abstract_syntax in extra
             )
             if wanted:
