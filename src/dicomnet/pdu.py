@@ -740,6 +740,13 @@ class PDUReader:
     """
 
     MIN_READ = 64 * 1024
+    # A P-DATA-TF is buffered whole before it is decoded, so even "unlimited" (a maximum length
+    # of 0, PS3.8 D.1) needs a ceiling: a length field of up to 0xFFFFFFFF must not make us
+    # allocate 4 GiB on a peer's say-so.
+    UNLIMITED_PDU_CEILING = 1 << 28
+    # Never allocate more than this ahead of the bytes actually received for one PDU; a larger
+    # PDU grows the buffer as its bytes arrive.
+    MAX_PREALLOCATION = 16 << 20
 
     def __init__(
         self,
@@ -776,6 +783,12 @@ class PDUReader:
                     "we announced",
                     2,
                 )
+            if length > self.UNLIMITED_PDU_CEILING:
+                raise PDUError(
+                    f"P-DATA-TF of {length} bytes exceeds the limit of "
+                    f"{self.UNLIMITED_PDU_CEILING}",
+                    2,
+                )
         elif length > self.max_control_pdu_length:
             raise PDUError(
                 f"{PDUType(pdu_type).name} of {length} bytes exceeds the limit of "
@@ -805,7 +818,7 @@ class PDUReader:
         except PDUError:
             total = None
         if total is not None:
-            want = max(want, total - (self._end - self._start))
+            want = max(want, min(total - (self._end - self._start), self.MAX_PREALLOCATION))
         if self._start == self._end:
             self._start = self._end = 0
         self._make_room(want)
