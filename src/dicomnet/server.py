@@ -58,7 +58,7 @@ from dicomnet.service import (
     Response,
     Service,
 )
-from dicomnet.sinks import DatasetSink, FileSink, MemorySink, file_meta_bytes
+from dicomnet.sinks import DatasetSink, FileSink, MemorySink, close_temp_pools, file_meta_bytes
 
 log = logging.getLogger("dicomnet.server")
 
@@ -709,6 +709,7 @@ class DicomServer:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
             self._server = None
+        close_temp_pools()  # no pre-created temporary file outlives the server
 
     async def __aenter__(self) -> DicomServer:
         await self.start()
