@@ -11,23 +11,27 @@ requests are outstanding at once. A file's data set is streamed from disk, never
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydicom import Dataset
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicomnet.association import Association, Incoming, IncomingInvalid
 from dicomnet.connection import Role
 from dicomnet.dataset import FileInfo, decode_dataset, encode_dataset, read_file_info
 from dicomnet.dimse import commands as c
-from dicomnet.dimse.status import Status, StatusCategory, category
+from dicomnet.dimse.status import Status, StatusCategory, category, describe
 from dicomnet.errors import (
     AssociationAborted,
     AssociationRejected,
@@ -44,10 +48,10 @@ from dicomnet.negotiation import (
     read_accept,
 )
 from dicomnet.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, UserIdentityRQ
-from dicomnet.service import AssociationInfo
+from dicomnet.service import AssociationInfo, Response
 from dicomnet.service import CStoreRequest as ReceivedCStore
 from dicomnet.sinks import DatasetSink, FileSink, MemorySink, file_meta_bytes
-from dicomnet.uids import UNCOMPRESSED, VERIFICATION
+from dicomnet.uids import IMAGE_SYNTAXES, UNCOMPRESSED, VERIFICATION, is_valid_uid
 
 log = logging.getLogger("dicomnet.client")
 
@@ -144,11 +148,14 @@ class CStoreRequest(Request):
 
 @dataclass(eq=False)
 class _QueryRequest(Request):
-    """C-FIND/C-MOVE/C-GET: pending responses go to ``results``."""
+    """C-FIND/C-MOVE/C-GET: every response (pending and final) goes to ``results``; an
+    exception put there means the association ended before the final response."""
 
     identifier: Dataset | None = None
     model: str = ""
-    results: asyncio.Queue[tuple[c.Message, Dataset | None]] | None = None
+    priority: int = 0
+    context_id: int = 0
+    results: asyncio.Queue[tuple[c.Message, Dataset | None] | BaseException] | None = None
 
     def contexts(self) -> list[ProposedContext]:
         return [ProposedContext(self.model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
@@ -156,25 +163,511 @@ class _QueryRequest(Request):
 
 @dataclass(eq=False)
 class CFindRequest(_QueryRequest):
-    """A C-FIND-RQ; matches arrive as pending responses."""
+    """A C-FIND-RQ (PS3.7 §9.1.2); matches arrive as pending responses."""
 
 
 @dataclass(eq=False)
 class CMoveRequest(_QueryRequest):
+    """A C-MOVE-RQ (PS3.7 §9.1.4); the instances go to the AE ``destination``."""
+
     destination: str = ""
+
+
+StoreHandler = Callable[[ReceivedCStore], Awaitable["int | Response | None"]]
 
 
 @dataclass(eq=False)
 class CGetRequest(_QueryRequest):
-    """A C-GET-RQ; the instances arrive as C-STORE-RQs on this association."""
+    """A C-GET-RQ (PS3.7 §9.1.3); the instances arrive as C-STORE-RQs on this association,
+    on the ``storage_contexts`` (proposed with the SCP role for us, PS3.7 §D.3.3.4), and are
+    handed to ``store``."""
 
     storage_contexts: Sequence[ProposedContext] = ()
+    store: StoreHandler | None = None
+    temp_dir: str | os.PathLike[str] | None = None
 
     def contexts(self) -> list[ProposedContext]:
         return [*super().contexts(), *self.storage_contexts]
 
 
-StoreHandler = Callable[[ReceivedCStore], Awaitable[int]]
+# -- query/retrieve: models, identifiers, progress, errors -----------------------------------------
+
+#: Query/Retrieve information models (PS3.4 §C.6): name -> (FIND, MOVE, GET) SOP class UIDs.
+QR_MODELS: dict[str, tuple[str, str, str]] = {
+    "patient": (
+        "1.2.840.10008.5.1.4.1.2.1.1",
+        "1.2.840.10008.5.1.4.1.2.1.2",
+        "1.2.840.10008.5.1.4.1.2.1.3",
+    ),
+    "study": (
+        "1.2.840.10008.5.1.4.1.2.2.1",
+        "1.2.840.10008.5.1.4.1.2.2.2",
+        "1.2.840.10008.5.1.4.1.2.2.3",
+    ),
+    # Patient/Study Only (retired in PS3.4, still offered by DCMTK's dcmqrscp).
+    "patient-study": (
+        "1.2.840.10008.5.1.4.1.2.3.1",
+        "1.2.840.10008.5.1.4.1.2.3.2",
+        "1.2.840.10008.5.1.4.1.2.3.3",
+    ),
+}
+_MODEL_ALIASES = {
+    "p": "patient",
+    "patient-root": "patient",
+    "patientroot": "patient",
+    "s": "study",
+    "study-root": "study",
+    "studyroot": "study",
+    "o": "patient-study",
+    "patient-study-only": "patient-study",
+}
+_OPERATION_INDEX = {"find": 0, "move": 1, "get": 2}
+QR_LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+
+
+def resolve_model(model: str, operation: str) -> str:
+    """The SOP class UID of ``operation`` ("find", "move" or "get") in ``model``: a name
+    ("patient", "study", "patient-study") or a UID. A UID of another operation of a known
+    model is mapped to this operation's (the Study Root FIND UID gives the Study Root MOVE UID
+    for a C-MOVE); any other UID is used as given."""
+    index = _OPERATION_INDEX[operation]
+    key = model.strip().lower()
+    key = _MODEL_ALIASES.get(key, key)
+    if key in QR_MODELS:
+        return QR_MODELS[key][index]
+    for uids in QR_MODELS.values():
+        if model in uids:
+            return uids[index]
+    if not model or not model.replace(".", "").isdigit():
+        raise ValueError(
+            f"unknown query/retrieve model {model!r}: use patient, study, patient-study or a UID"
+        )
+    return model
+
+
+def _normalize_level(level: str) -> str:
+    value = level.strip().upper()
+    if value == "INSTANCE":
+        value = "IMAGE"
+    if value not in QR_LEVELS:
+        raise ValueError(
+            f"unknown query/retrieve level {level!r}: use one of {', '.join(QR_LEVELS)}"
+        )
+    return value
+
+
+def parse_tag(key: str) -> BaseTag:
+    """A data element tag from a keyword ("PatientName") or "gggg,eeee" / "(gggg,eeee)" /
+    "ggggeeee" in hexadecimal."""
+    text = key.strip()
+    if text.startswith("(") and text.endswith(")"):
+        text = text[1:-1]
+    tag = tag_for_keyword(text)
+    if tag is not None:
+        return Tag(tag)
+    hexdigits = text.replace(",", "")
+    if len(hexdigits) == 8 and all(ch in "0123456789abcdefABCDEF" for ch in hexdigits):
+        return Tag(int(hexdigits, 16))
+    raise ValueError(f"unknown attribute {key!r}: give a DICOM keyword or gggg,eeee")
+
+
+QueryInput = Dataset | Mapping[str, Any] | None
+
+
+def _dataset_from_mapping(keys: Mapping[str, Any]) -> Dataset:
+    ds = Dataset()
+    for key, value in keys.items():
+        tag = parse_tag(key)
+        try:
+            vr = dictionary_VR(tag).split(" or ")[0]
+        except KeyError:
+            raise ValueError(
+                f"attribute {key!r} is not in the data dictionary; its VR is unknown"
+            ) from None
+        if vr == "SQ":
+            if value in (None, ""):
+                items: list[Dataset] = []
+            elif isinstance(value, (Dataset, Mapping)):
+                items = [_item(value)]
+            else:
+                items = [_item(v) for v in value]
+            ds.add_new(tag, vr, items)
+            continue
+        ds.add_new(tag, vr, _element_value(vr, value))
+    return ds
+
+
+def _item(value: Dataset | Mapping[str, Any]) -> Dataset:
+    return value if isinstance(value, Dataset) else _dataset_from_mapping(value)
+
+
+def _element_value(vr: str, value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_element_value(vr, v) for v in value]
+    if vr in ("US", "UL", "SS", "SL", "UV", "SV"):
+        return int(value)
+    if vr in ("FL", "FD"):
+        return float(value)
+    if vr == "AT":
+        return int(parse_tag(value)) if isinstance(value, str) else int(value)
+    if isinstance(value, str) and "\\" in value:
+        return value.split("\\")
+    return str(value)
+
+
+def build_query(query: QueryInput, level: str | None = None) -> Dataset:
+    """The identifier of a C-FIND/C-MOVE/C-GET: a copy of ``query`` (a ``Dataset``, or a
+    mapping of keyword or "gggg,eeee" to value, where None or "" asks for the attribute back
+    and a list or a backslash-separated string gives several values) with Query/Retrieve Level
+    set to ``level`` (PATIENT, STUDY, SERIES or IMAGE). Without ``level`` the query's own level
+    is kept, and STUDY is used when it has none."""
+    # A deep copy: pydicom's Dataset(ds) shares the elements, and setting the level would
+    # change the caller's query.
+    ds = copy.deepcopy(query) if isinstance(query, Dataset) else _dataset_from_mapping(query or {})
+    if level is not None:
+        ds.QueryRetrieveLevel = _normalize_level(level)
+    elif "QueryRetrieveLevel" not in ds:
+        ds.QueryRetrieveLevel = "STUDY"
+    return ds
+
+
+def parse_keys(keys: Iterable[str]) -> dict[str, str | None]:
+    """Command-line query keys: ``"PatientName=SMITH*"`` matches, ``"StudyDate"`` (no ``=``)
+    asks for the attribute back (findscu's ``-k``)."""
+    out: dict[str, str | None] = {}
+    for key in keys:
+        name, eq, value = key.partition("=")
+        if not name.strip():
+            raise ValueError(f"query key {key!r} has no attribute name")
+        parse_tag(name)  # fail early on unknown names
+        out[name.strip()] = value if eq else None
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class RetrieveProgress:
+    """One C-MOVE/C-GET response: the sub-operation counts (PS3.7 §9.1.3.1, §9.1.4.1) and the
+    status; ``final`` on the last one, which may list the failed SOP instances."""
+
+    status: int
+    remaining: int | None
+    completed: int
+    failed: int
+    warning: int
+    final: bool
+    error_comment: str | None = None
+    failed_instances: tuple[str, ...] = ()
+
+    @property
+    def category(self) -> StatusCategory:
+        return category(self.status)
+
+    @property
+    def done(self) -> int:
+        return self.completed + self.failed + self.warning
+
+    @classmethod
+    def from_response(cls, message: c.Message, ds: Dataset | None) -> RetrieveProgress:
+        status = int(getattr(message, "status", 0xFFFF))
+        failed: tuple[str, ...] = ()
+        if ds is not None and "FailedSOPInstanceUIDList" in ds:
+            value = ds.FailedSOPInstanceUIDList
+            failed = tuple(str(v) for v in (value if isinstance(value, MultiValue) else [value]))
+        return cls(
+            status=status,
+            remaining=getattr(message, "number_of_remaining_suboperations", None),
+            completed=getattr(message, "number_of_completed_suboperations", None) or 0,
+            failed=getattr(message, "number_of_failed_suboperations", None) or 0,
+            warning=getattr(message, "number_of_warning_suboperations", None) or 0,
+            final=category(status) is not StatusCategory.PENDING,
+            error_comment=getattr(message, "error_comment", None),
+            failed_instances=failed,
+        )
+
+
+class QueryRetrieveError(DicomNetError):
+    """A C-FIND/C-MOVE/C-GET ended with a failure status (PS3.4 §C.4): ``status``,
+    ``error_comment`` and, for retrievals, the final ``progress``."""
+
+    operation = "query/retrieve"
+
+    def __init__(
+        self,
+        status: int,
+        error_comment: str | None = None,
+        progress: RetrieveProgress | None = None,
+        offending_elements: Sequence[int] | None = None,
+    ) -> None:
+        text = f"{self.operation} failed: {describe(status)}"
+        if error_comment:
+            text += f": {error_comment}"
+        if offending_elements:
+            text += (
+                " (offending elements "
+                + ", ".join(f"({t >> 16:04X},{t & 0xFFFF:04X})" for t in offending_elements)
+                + ")"
+            )
+        super().__init__(text)
+        self.status = status
+        self.error_comment = error_comment
+        self.progress = progress
+        self.offending_elements = list(offending_elements or ())
+
+
+class CFindError(QueryRetrieveError):
+    operation = "C-FIND"
+
+
+class CMoveError(QueryRetrieveError):
+    operation = "C-MOVE"
+
+
+class CGetError(QueryRetrieveError):
+    operation = "C-GET"
+
+
+_T = TypeVar("_T")
+_Convert = Callable[[c.Message, "Dataset | None"], "_T | None"]
+
+
+class QueryRetrieveResponses(Generic[_T]):
+    """The responses of one C-FIND/C-MOVE/C-GET as an async iterator (matches for C-FIND,
+    ``RetrieveProgress`` for C-MOVE/C-GET). The request is sent when iteration starts.
+
+    ``cancel()`` sends a C-CANCEL-RQ (PS3.7 §9.3.2.3) and iteration goes on to the final
+    response (status Cancel, or whatever the peer had already finished with). ``aclose()``, or
+    leaving ``async with``, cancels an unfinished operation and reads its remaining responses,
+    so the association stays usable. A failure status raises ``QueryRetrieveError``.
+    """
+
+    def __init__(
+        self,
+        client: DicomClient,
+        request: _QueryRequest,
+        convert: Callable[[c.Message, Dataset | None], _T | None],
+    ) -> None:
+        self._client = client
+        self.request = request
+        self._convert = convert
+        self._started = False
+        self._finished = False
+        self.cancel_sent = False
+        #: The final response's status once it arrived.
+        self.final_status: int | None = None
+
+    @property
+    def message_id(self) -> int:
+        return self.request.message_id
+
+    def __aiter__(self) -> QueryRetrieveResponses[_T]:
+        return self
+
+    async def __anext__(self) -> _T:
+        while not self._finished:
+            message, ds = await self._next_response()
+            value = self._convert(message, ds)
+            if value is not None:
+                return value
+        raise StopAsyncIteration
+
+    async def _start(self) -> None:
+        self._started = True
+        try:
+            await self._client._start_query(self.request)
+        except BaseException:
+            self._finished = True
+            raise
+
+    async def _next_response(self) -> tuple[c.Message, Dataset | None]:
+        if not self._started:
+            await self._start()
+        results = self.request.results
+        assert results is not None
+        timeout = self._client.dimse_timeout
+        try:
+            item = await asyncio.wait_for(results.get(), timeout)
+        except TimeoutError as exc:
+            self._finished = True
+            raise DicomTimeoutError(
+                f"no response to message {self.request.message_id} within {timeout} s"
+            ) from exc
+        if isinstance(item, BaseException):
+            self._finished = True
+            raise item
+        message = item[0]
+        status = int(getattr(message, "status", 0xFFFF))
+        if category(status) is not StatusCategory.PENDING:
+            self._finished = True
+            self.final_status = status
+        return item
+
+    async def cancel(self) -> None:
+        """Ask the peer to stop (C-CANCEL-RQ); does nothing once the final response came."""
+        if not self._started or self._finished or self.cancel_sent:
+            return
+        self.cancel_sent = True
+        await self._client._send_cancel(self.request)
+
+    async def aclose(self) -> None:
+        """Cancel if unfinished and consume the remaining responses (each within the client's
+        DIMSE timeout)."""
+        if not self._started or self._finished:
+            self._started = self._finished = True
+            return
+        try:
+            await self.cancel()
+            for _ in range(1 << 20):
+                if self._finished:
+                    break
+                await self._next_response()
+        except DicomNetError as exc:
+            log.warning("closing message %d: %s", self.request.message_id, exc)
+
+    async def __aenter__(self) -> QueryRetrieveResponses[_T]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _find_match(message: c.Message, ds: Dataset | None) -> Dataset | None:
+    status = int(getattr(message, "status", 0xFFFF))
+    cat = category(status)
+    if cat is StatusCategory.PENDING:
+        if ds is None:
+            log.warning("pending C-FIND-RSP without an identifier ignored")
+        return ds
+    if cat is StatusCategory.FAILURE:
+        raise CFindError(
+            status,
+            getattr(message, "error_comment", None),
+            offending_elements=getattr(message, "offending_elements", None),
+        )
+    return None
+
+
+def _progress(
+    error: type[QueryRetrieveError],
+) -> Callable[[c.Message, Dataset | None], RetrieveProgress]:
+    def convert(message: c.Message, ds: Dataset | None) -> RetrieveProgress:
+        progress = RetrieveProgress.from_response(message, ds)
+        if progress.final and progress.category is StatusCategory.FAILURE:
+            raise error(
+                progress.status,
+                progress.error_comment,
+                progress,
+                getattr(message, "offending_elements", None),
+            )
+        return progress
+
+    return convert
+
+
+# Storage SOP classes proposed for C-GET by default (with the SCP role for us): the common
+# image classes with uncompressed and with compressed transfer syntaxes, the others uncompressed.
+_GET_IMAGE_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.1",  # CR
+    "1.2.840.10008.5.1.4.1.1.1.1",  # DX for presentation
+    "1.2.840.10008.5.1.4.1.1.1.1.1",  # DX for processing
+    "1.2.840.10008.5.1.4.1.1.1.2",  # MG for presentation
+    "1.2.840.10008.5.1.4.1.1.1.2.1",  # MG for processing
+    "1.2.840.10008.5.1.4.1.1.1.3",  # intra-oral X-ray
+    "1.2.840.10008.5.1.4.1.1.2",  # CT
+    "1.2.840.10008.5.1.4.1.1.2.1",  # enhanced CT
+    "1.2.840.10008.5.1.4.1.1.3.1",  # US multi-frame
+    "1.2.840.10008.5.1.4.1.1.4",  # MR
+    "1.2.840.10008.5.1.4.1.1.4.1",  # enhanced MR
+    "1.2.840.10008.5.1.4.1.1.6.1",  # US
+    "1.2.840.10008.5.1.4.1.1.7",  # secondary capture
+    "1.2.840.10008.5.1.4.1.1.7.1",  # multi-frame single bit SC
+    "1.2.840.10008.5.1.4.1.1.7.2",  # multi-frame grayscale byte SC
+    "1.2.840.10008.5.1.4.1.1.7.3",  # multi-frame grayscale word SC
+    "1.2.840.10008.5.1.4.1.1.7.4",  # multi-frame true color SC
+    "1.2.840.10008.5.1.4.1.1.12.1",  # XA
+    "1.2.840.10008.5.1.4.1.1.12.1.1",  # enhanced XA
+    "1.2.840.10008.5.1.4.1.1.12.2",  # XRF
+    "1.2.840.10008.5.1.4.1.1.13.1.3",  # breast tomosynthesis
+    "1.2.840.10008.5.1.4.1.1.20",  # NM
+    "1.2.840.10008.5.1.4.1.1.77.1.1",  # VL endoscopic
+    "1.2.840.10008.5.1.4.1.1.77.1.2",  # VL microscopic
+    "1.2.840.10008.5.1.4.1.1.77.1.4",  # VL photographic
+    "1.2.840.10008.5.1.4.1.1.77.1.5.1",  # ophthalmic photography 8 bit
+    "1.2.840.10008.5.1.4.1.1.77.1.6",  # VL whole slide microscopy
+    "1.2.840.10008.5.1.4.1.1.128",  # PET
+    "1.2.840.10008.5.1.4.1.1.130",  # enhanced PET
+    "1.2.840.10008.5.1.4.1.1.481.1",  # RT image
+)
+_GET_OTHER_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.4.2",  # MR spectroscopy
+    "1.2.840.10008.5.1.4.1.1.9.1.1",  # 12-lead ECG
+    "1.2.840.10008.5.1.4.1.1.9.1.2",  # general ECG
+    "1.2.840.10008.5.1.4.1.1.11.1",  # grayscale softcopy presentation state
+    "1.2.840.10008.5.1.4.1.1.11.2",  # color softcopy presentation state
+    "1.2.840.10008.5.1.4.1.1.66",  # raw data
+    "1.2.840.10008.5.1.4.1.1.66.1",  # spatial registration
+    "1.2.840.10008.5.1.4.1.1.66.4",  # segmentation
+    "1.2.840.10008.5.1.4.1.1.67",  # real world value mapping
+    "1.2.840.10008.5.1.4.1.1.88.11",  # basic text SR
+    "1.2.840.10008.5.1.4.1.1.88.22",  # enhanced SR
+    "1.2.840.10008.5.1.4.1.1.88.33",  # comprehensive SR
+    "1.2.840.10008.5.1.4.1.1.88.34",  # comprehensive 3D SR
+    "1.2.840.10008.5.1.4.1.1.88.59",  # key object selection
+    "1.2.840.10008.5.1.4.1.1.88.67",  # X-ray radiation dose SR
+    "1.2.840.10008.5.1.4.1.1.104.1",  # encapsulated PDF
+    "1.2.840.10008.5.1.4.1.1.481.2",  # RT dose
+    "1.2.840.10008.5.1.4.1.1.481.3",  # RT structure set
+    "1.2.840.10008.5.1.4.1.1.481.4",  # RT beams treatment record
+    "1.2.840.10008.5.1.4.1.1.481.5",  # RT plan
+    "1.2.840.10008.5.1.4.1.1.481.8",  # RT ion plan
+)
+
+
+def get_storage_contexts(
+    sop_classes: Iterable[str] | None = None, *, compressed: bool = True
+) -> list[ProposedContext]:
+    """Storage presentation contexts for a C-GET, each with the SCP role for us and not the SCU
+    role (PS3.4 §C.4.3.1.2, PS3.7 §D.3.3.4). ``sop_classes`` default to about fifty common ones
+    (fewer than 128 contexts with the compressed ones); with ``compressed``, image classes get a
+    second context with the compressed transfer syntaxes, since the SCP picks one transfer
+    syntax per context and sends compressed instances only where it fits."""
+    uncompressed = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+    packed = [ts for ts in IMAGE_SYNTAXES if ts not in UNCOMPRESSED]
+    contexts: list[ProposedContext] = []
+    if sop_classes is None:
+        for uid in _GET_IMAGE_CLASSES:
+            contexts.append(ProposedContext(uid, list(uncompressed), False, True))
+            if compressed:
+                contexts.append(ProposedContext(uid, list(packed), False, True))
+        for uid in _GET_OTHER_CLASSES:
+            contexts.append(ProposedContext(uid, list(uncompressed), False, True))
+        return contexts
+    for uid in sop_classes:
+        contexts.append(ProposedContext(uid, list(uncompressed), False, True))
+        if compressed and uid in _GET_IMAGE_CLASSES:
+            contexts.append(ProposedContext(uid, list(packed), False, True))
+    return contexts
+
+
+def save_into(folder: str | os.PathLike[str]) -> StoreHandler:
+    """A C-GET store handler that moves each received instance to ``folder/<SOP Instance
+    UID>.dcm`` (a rename when the temporary file is on the same file system)."""
+    root = Path(folder)
+
+    async def store(request: ReceivedCStore) -> int | Response:
+        uid = request.sop_instance_uid
+        if not is_valid_uid(uid):
+            return Response(0xC000, error_comment=f"unsafe SOP Instance UID {uid[:30]!r}")
+        await request.save(root / f"{uid}.dcm")
+        return Status.SUCCESS
+
+    return store
 
 
 class DicomClient:
@@ -218,6 +711,7 @@ class DicomClient:
         self._slots: asyncio.Semaphore | None = None
         self._inflight: set[asyncio.Future[c.Message]] = set()
         self.store_handler: StoreHandler | None = None
+        self._store_tasks: set[asyncio.Task[None]] = set()
         self.temp_dir: str | os.PathLike[str] | None = None
 
     # -- configuration -----------------------------------------------------------------------------
@@ -422,17 +916,20 @@ class DicomClient:
             await assoc.send_message(ctx.context_id, msg, payload)
         elif isinstance(request, _QueryRequest):
             ctx = _need(negotiated, request.model)
+            request.context_id = ctx.context_id
             ident = encode_dataset(request.identifier or Dataset(), ctx.transfer_syntax)
+            mid, model, prio = request.message_id, request.model, request.priority
             if isinstance(request, CFindRequest):
-                msg = c.CFindRQ(message_id=request.message_id, affected_sop_class_uid=request.model)
+                msg = c.CFindRQ(message_id=mid, affected_sop_class_uid=model, priority=prio)
             elif isinstance(request, CMoveRequest):
                 msg = c.CMoveRQ(
-                    message_id=request.message_id,
-                    affected_sop_class_uid=request.model,
+                    message_id=mid,
+                    affected_sop_class_uid=model,
+                    priority=prio,
                     move_destination=request.destination,
                 )
             else:
-                msg = c.CGetRQ(message_id=request.message_id, affected_sop_class_uid=request.model)
+                msg = c.CGetRQ(message_id=mid, affected_sop_class_uid=model, priority=prio)
             await assoc.send_message(ctx.context_id, msg, ident)
         else:
             raise TypeError(f"cannot send {type(request).__name__}")
@@ -488,7 +985,7 @@ class DicomClient:
                 done.set_exception(exc)
                 done.exception()
             if isinstance(request, _QueryRequest) and request.results is not None:
-                request.results.put_nowait((c.CCancelRQ(message_id_being_responded_to=0), None))
+                request.results.put_nowait(exc)
         self._pending.clear()
 
     def _on_message(self, item: Incoming | IncomingInvalid) -> None:
@@ -497,7 +994,15 @@ class DicomClient:
             return
         message = item.message
         if isinstance(message, c.CStoreRQ):
-            asyncio.get_running_loop().create_task(self._receive_store(item))
+            # A C-GET sub-operation (PS3.4 §C.4.3.1.2): stored by a task, answered when done.
+            assoc = self._assoc
+            if assoc is None:
+                if isinstance(item.sink, FileSink):
+                    item.sink.discard()
+                return
+            task = asyncio.get_running_loop().create_task(self._receive_store(assoc, item))
+            self._store_tasks.add(task)
+            task.add_done_callback(self._store_tasks.discard)
             return
         responded = getattr(message, "message_id_being_responded_to", None)
         request = self._pending.get(responded) if responded is not None else None
@@ -528,39 +1033,51 @@ class DicomClient:
         if request._done is not None and not request._done.done():
             request._done.set_result(message)
 
-    async def _receive_store(self, item: Incoming) -> None:
+    async def _receive_store(self, assoc: Association, item: Incoming) -> None:
+        """Hand a received C-STORE-RQ's file to ``store_handler`` and answer with its status
+        (a handler returning None means success)."""
         message = item.message
-        assert isinstance(message, c.CStoreRQ) and self._assoc is not None
+        assert isinstance(message, c.CStoreRQ)
         sink = item.sink
         status: int = Status.SUCCESS
+        comment: str | None = None
         try:
-            if (
-                item.error is not None
-                or not isinstance(sink, FileSink)
-                or self.store_handler is None
-            ):
+            if item.error is not None or not isinstance(sink, FileSink):
                 status = 0xA700
+                comment = f"data set not received: {item.error}"
+            elif self.store_handler is None:
+                status = 0xA700
+                comment = "no C-STORE handler (not in a C-GET)"
             else:
-                info = self._assoc.info
                 request = ReceivedCStore(
-                    info, item.context, message, path=sink.path, size=sink.size
+                    assoc.info,
+                    item.context,
+                    message,
+                    path=sink.path,
+                    size=sink.size,
+                    prefix=sink.prefix,
                 )
-                status = int(await self.store_handler(request))
-        except Exception:
+                result = await self.store_handler(request)
+                if isinstance(result, Response):
+                    status, comment = int(result.status), result.error_comment
+                elif result is not None:
+                    status = int(result)
+        except Exception as exc:
             log.exception("storing a received instance failed")
-            status = 0xC000
+            status, comment = 0xC000, f"{type(exc).__name__}: {exc}"
         finally:
             if isinstance(sink, FileSink):
-                sink.discard()
+                sink.discard()  # gone already when the handler saved it
         rsp = c.CStoreRSP(
             message_id_being_responded_to=message.message_id,
             affected_sop_class_uid=message.affected_sop_class_uid,
             affected_sop_instance_uid=message.affected_sop_instance_uid,
             status=status,
+            error_comment=comment[:64] if comment else None,
             has_dataset=False,
         )
         try:
-            await self._assoc.send_message(item.context.context_id, rsp)
+            await assoc.send_message(item.context.context_id, rsp)
         except DicomNetError as exc:
             log.warning("cannot answer C-STORE-RQ: %s", exc)
 
@@ -590,68 +1107,114 @@ class DicomClient:
         rsp = await self._one(request)
         return int(getattr(rsp, "status", 0xFFFF))
 
-    async def _query(
-        self, request: _QueryRequest
-    ) -> AsyncIterator[tuple[c.Message, Dataset | None]]:
+    # -- query/retrieve ---------------------------------------------------------------------------
+
+    async def _start_query(self, request: _QueryRequest) -> None:
+        """Associate if needed and send a C-FIND/C-MOVE/C-GET request; its responses go to
+        ``request.results``."""
         request.results = asyncio.Queue()
+        if isinstance(request, CGetRequest):
+            self.store_handler = request.store
+            if request.temp_dir is not None:
+                self.temp_dir = request.temp_dir
         await self._ensure_contexts(request.contexts())
         done = await self._start(request)
-        while True:
-            if done.done() and request.results.empty():
-                if done.exception() is not None:
-                    raise done.exception()  # type: ignore[misc]
-                return
-            try:
-                message, ds = await asyncio.wait_for(request.results.get(), self.dimse_timeout)
-            except TimeoutError as exc:
-                raise DicomTimeoutError(
-                    f"no response to message {request.message_id} within {self.dimse_timeout} s"
-                ) from exc
-            if isinstance(message, c.CCancelRQ):
-                exc2 = done.exception() if done.done() else None
-                raise exc2 or AssociationAborted("the association ended")
-            yield message, ds
-            if category(getattr(message, "status", 0)) is not StatusCategory.PENDING:
-                return
+        if done.done() and done.exception() is not None:
+            raise done.exception()  # type: ignore[misc]
 
-    async def c_find(
-        self, query: Dataset, model: str = "1.2.840.10008.5.1.4.1.2.2.1"
-    ) -> AsyncIterator[Dataset]:
-        """Send a C-FIND-RQ (default: Study Root); yields each match's identifier. A final
-        failure status raises ``DicomNetError``."""
-        async for message, ds in self._query(CFindRequest(identifier=query, model=model)):
-            status = getattr(message, "status", 0)
-            if category(status) is StatusCategory.PENDING and ds is not None:
-                yield ds
-            elif category(status) is StatusCategory.FAILURE:
-                raise DicomNetError(
-                    f"C-FIND failed: 0x{status:04X} {getattr(message, 'error_comment', '') or ''}"
-                )
+    async def _send_cancel(self, request: _QueryRequest) -> None:
+        assoc = self._assoc
+        if assoc is None or assoc.closed.done():
+            return
+        await assoc.send_message(
+            request.context_id,
+            c.CCancelRQ(message_id_being_responded_to=request.message_id),
+        )
 
-    async def c_move(
-        self, query: Dataset, destination: str, model: str = "1.2.840.10008.5.1.4.1.2.2.2"
-    ) -> AsyncIterator[c.Message]:
-        """Send a C-MOVE-RQ; yields every response (pending ones carry the counts)."""
-        request = CMoveRequest(identifier=query, model=model, destination=destination)
-        async for message, _ds in self._query(request):
-            yield message
-
-    async def c_get(
+    def c_find(
         self,
-        query: Dataset,
-        store: StoreHandler,
-        storage_contexts: Sequence[ProposedContext],
-        model: str = "1.2.840.10008.5.1.4.1.2.2.3",
-    ) -> AsyncIterator[c.Message]:
-        """Send a C-GET-RQ; instances arrive through ``store``; yields every response."""
-        self.store_handler = store
-        roles = [
-            ProposedContext(x.abstract_syntax, x.transfer_syntaxes, True, True)
-            for x in storage_contexts
+        query: QueryInput = None,
+        model: str = "study",
+        *,
+        level: str | None = None,
+        priority: int = 0,
+    ) -> QueryRetrieveResponses[Dataset]:
+        """C-FIND (PS3.4 §C.4.1): ``async for match in client.c_find({"PatientName": "SMITH*",
+        "StudyDate": "20240101-"}, level="STUDY")`` yields each match's identifier.
+
+        ``query`` is a ``Dataset`` or a mapping of keyword/"gggg,eeee" to value (None or ""
+        asks for the attribute back); ``model`` is "patient", "study", "patient-study" or a SOP
+        class UID; ``level`` sets the Query/Retrieve Level (default: the query's, else STUDY).
+        A failure status raises ``CFindError``."""
+        request = CFindRequest(
+            identifier=build_query(query, level),
+            model=resolve_model(model, "find"),
+            priority=priority,
+        )
+        return QueryRetrieveResponses(self, request, _find_match)
+
+    def c_move(
+        self,
+        query: QueryInput = None,
+        destination: str = "",
+        model: str = "study",
+        *,
+        level: str | None = None,
+        priority: int = 0,
+    ) -> QueryRetrieveResponses[RetrieveProgress]:
+        """C-MOVE (PS3.4 §C.4.2): asks the peer to send the matching instances to the AE
+        ``destination`` (which the peer must know); yields a ``RetrieveProgress`` per response,
+        the last one ``final``. A failure status raises ``CMoveError`` (with the progress); a
+        warning (some sub-operations failed) is the final progress, not an error."""
+        if not destination:
+            raise ValueError("C-MOVE needs a destination AE title")
+        request = CMoveRequest(
+            identifier=build_query(query, level),
+            model=resolve_model(model, "move"),
+            priority=priority,
+            destination=destination,
+        )
+        return QueryRetrieveResponses(self, request, _progress(CMoveError))
+
+    def c_get(
+        self,
+        query: QueryInput = None,
+        store: StoreHandler | None = None,
+        storage_contexts: Sequence[ProposedContext] | None = None,
+        model: str = "study",
+        *,
+        level: str | None = None,
+        out_dir: str | os.PathLike[str] | None = None,
+        priority: int = 0,
+    ) -> QueryRetrieveResponses[RetrieveProgress]:
+        """C-GET (PS3.4 §C.4.3): the peer sends the matching instances back as C-STORE-RQs on
+        this association. Each goes to ``store`` (an async callable taking the received
+        ``CStoreRequest`` and returning a status, a ``Response`` or None for success), or is
+        saved as ``out_dir/<SOP Instance UID>.dcm``. ``storage_contexts`` default to
+        ``get_storage_contexts()``; role selection gives us the SCP role on them. Yields a
+        ``RetrieveProgress`` per response; a failure status raises ``CGetError``."""
+        if (store is None) == (out_dir is None):
+            raise ValueError("C-GET needs exactly one of store= and out_dir=")
+        temp_dir = None
+        if out_dir is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            store = save_into(out_dir)
+            temp_dir = out_dir
+        contexts = [
+            ctx
+            if ctx.scp_role
+            else ProposedContext(ctx.abstract_syntax, list(ctx.transfer_syntaxes), False, True)
+            for ctx in (get_storage_contexts() if storage_contexts is None else storage_contexts)
         ]
-        request = CGetRequest(identifier=query, model=model, storage_contexts=roles)
-        async for message, _ds in self._query(request):
-            yield message
+        request = CGetRequest(
+            identifier=build_query(query, level),
+            model=resolve_model(model, "get"),
+            priority=priority,
+            storage_contexts=contexts,
+            store=store,
+            temp_dir=temp_dir,
+        )
+        return QueryRetrieveResponses(self, request, _progress(CGetError))
 
 
 def _same(a: ProposedContext, b: ProposedContext) -> bool:
@@ -687,12 +1250,26 @@ def _need(negotiated: Negotiated, abstract_syntax: str) -> NegotiatedContext:
 
 
 __all__ = [
+    "QR_LEVELS",
+    "QR_MODELS",
     "CEchoRequest",
+    "CFindError",
     "CFindRequest",
+    "CGetError",
     "CGetRequest",
+    "CMoveError",
     "CMoveRequest",
     "CStoreRequest",
     "DicomClient",
-    "Request",
     "Path",
+    "QueryRetrieveError",
+    "QueryRetrieveResponses",
+    "Request",
+    "RetrieveProgress",
+    "build_query",
+    "get_storage_contexts",
+    "parse_keys",
+    "parse_tag",
+    "resolve_model",
+    "save_into",
 ]

@@ -84,7 +84,7 @@ async def test_c_get_sends_instances_back(tmp_path: Path) -> None:
     assert [getattr(m, "status", None) for m in responses] == [Status.PENDING] * 5 + [
         Status.SUCCESS
     ]
-    assert getattr(responses[-1], "number_of_completed_suboperations", None) == 5
+    assert responses[-1].completed == 5
     assert received == {ds.SOPInstanceUID: ds.PixelData for ds in sent}
 
 
@@ -104,8 +104,8 @@ async def test_c_get_reencodes_uncompressed_and_counts_refusals(tmp_path: Path) 
             responses = [m async for m in client.c_get(_query(), store, contexts)]
     final = responses[-1]
     assert getattr(final, "status", None) == 0xB000
-    assert getattr(final, "number_of_completed_suboperations", None) == 2
-    assert getattr(final, "number_of_failed_suboperations", None) == 2
+    assert final.completed == 2
+    assert final.failed == 2
 
 
 async def test_c_cancel_reaches_a_running_find(tmp_path: Path) -> None:
