@@ -8,6 +8,7 @@ starts so it can be streamed without being parsed.
 
 from __future__ import annotations
 
+import array
 import io
 import os
 import struct
@@ -15,7 +16,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom import Dataset, dcmread
+from pydicom import DataElement, Dataset, Sequence, dcmread
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
@@ -41,12 +42,39 @@ def decode_dataset(data: bytes, transfer_syntax: str) -> Dataset:
     return read_dataset(io.BytesIO(data), implicit, little)
 
 
+# Bytes per word of the VRs whose values pydicom keeps as raw bytes in the byte order they were
+# read with (PS3.5 §7.3): they must be swapped when the byte order changes.
+_WORD_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def _swap_byte_order(ds: Dataset) -> Dataset:
+    """A copy of ``ds`` with its OW/OF/OL/OD/OV values byte-swapped (pydicom writes them as they
+    are), in nested sequences too; other values are numbers and strings pydicom re-encodes."""
+    out = Dataset()
+    for elem in ds:
+        if elem.VR == "SQ":
+            items = Sequence(_swap_byte_order(item) for item in elem.value)
+            out.add(DataElement(elem.tag, "SQ", items))
+        elif elem.VR in _WORD_SIZES and isinstance(elem.value, bytes) and elem.value:
+            size = _WORD_SIZES[elem.VR]
+            whole = len(elem.value) - len(elem.value) % size
+            words = array.array({2: "H", 4: "I", 8: "Q"}[size], elem.value[:whole])
+            words.byteswap()
+            out.add(DataElement(elem.tag, elem.VR, words.tobytes() + elem.value[whole:]))
+        else:
+            out.add(elem)
+    return out
+
+
 def encode_dataset(ds: Dataset, transfer_syntax: str) -> bytes:
     """Encode ``ds`` for ``transfer_syntax`` (without File Meta Information)."""
     implicit, little = _flags(transfer_syntax)
     buf = DicomBytesIO()
     buf.is_implicit_VR = implicit
     buf.is_little_endian = little
+    source_little = ds.original_encoding[1]
+    if source_little is not None and source_little != little:
+        ds = _swap_byte_order(ds)
     write_dataset(buf, Dataset(ds))  # a shallow copy: pydicom's file meta is not written
     data = buf.getvalue()
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
