@@ -160,6 +160,7 @@ class Connection:
         self._abort_pdu: A_ABORT | None = None
         self._invalid_reason: int = AbortReason.UNEXPECTED_PDU
         self._invalid_message: str | None = None
+        self._state_before: State = self.machine.state
 
     # -- state -------------------------------------------------------------------------------
 
@@ -238,7 +239,14 @@ class Connection:
                 pdu = reader.next_pdu()
             except PDUError as exc:
                 log.warning("invalid PDU received: %s", exc)
-                self._invalid_pdu(str(exc), AbortReason.UNRECOGNIZED_PDU)
+                # PS3.8 Table 9-26: an unknown PDU type (offset 0) is unrecognized; a known
+                # PDU with a value we cannot use (a length over the limit, bad items) is invalid.
+                reason = (
+                    AbortReason.UNRECOGNIZED_PDU
+                    if exc.offset == 0
+                    else AbortReason.INVALID_PDU_PARAMETER_VALUE
+                )
+                self._invalid_pdu(str(exc), reason)
                 break
             if pdu is None:
                 break
@@ -331,6 +339,7 @@ class Connection:
         acceptable = True
         if action.name == "AE-6":
             acceptable = True  # provider checks happen in the service layer's answer (AE-7/8)
+        self._state_before = state  # for messages of the action, which runs in the new state
         self.machine.state = fsm.next_state(
             action, acceptable=acceptable, requestor=self.role is Role.REQUESTOR
         )
@@ -447,7 +456,9 @@ class Connection:
 
     # Association abort (PS3.8 Table 9-9)
     def _aa_1(self, pdu: PDU | None) -> None:
-        abort = self._abort_pdu or A_ABORT(AbortSource.SERVICE_PROVIDER, AbortReason.UNEXPECTED_PDU)
+        # Evt19 (unrecognized or invalid PDU) in Sta2 also lands here: answer with its reason.
+        reason = self._invalid_reason if self._invalid_message else AbortReason.UNEXPECTED_PDU
+        abort = self._abort_pdu or A_ABORT(AbortSource.SERVICE_PROVIDER, reason)
         self._abort_pdu = None
         self._outbox.append(encode(abort))
         self.artim.start(self._now)
@@ -458,7 +469,7 @@ class Connection:
                     abort.source,
                     abort.reason,
                     by_peer=False,
-                    message=f"unexpected {type(pdu).__name__} in {self.machine.state.name}",
+                    message=f"unexpected {type(pdu).__name__} in {self._previous_state_name}",
                 )
             )
 
@@ -512,7 +523,7 @@ class Connection:
 
     @property
     def _previous_state_name(self) -> str:
-        return self.machine.state.name
+        return self._state_before.name
 
     def _invalid_pdu(self, message: str, reason: int) -> None:
         """The peer sent bytes we cannot use (Evt19 -> AA-8 or AA-1 per the table)."""
