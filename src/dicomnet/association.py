@@ -146,6 +146,12 @@ class Association(asyncio.BufferedProtocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        pending = self.conn.reader.pending
+        if pending and not self.conn.closed:
+            self.log.warning(
+                "connection closed with %d bytes of an incomplete PDU unread (truncated PDU)",
+                pending,
+            )
         self._dispatch(self.conn.connection_lost(self.loop.time()))
         self._finish(None if self._aborted is None else self._aborted)
         if self._drain_waiter is not None and not self._drain_waiter.done():
