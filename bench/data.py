@@ -181,7 +181,10 @@ def verify(folder: Path, expected: dict[str, tuple[int, str]]) -> str | None:
                 length, digest = expected[uid]
                 size = os.fstat(f.fileno()).st_size
                 f.seek(size - length - 12)
-                if f.read(12) != PIXEL_HEADER + struct.pack("<I", length):
+                header = f.read(12)
+                explicit = PIXEL_HEADER + struct.pack("<I", length)
+                implicit = PIXEL_HEADER[:4] + struct.pack("<I", length)  # implicit VR: no VR
+                if header != explicit and header[4:] != implicit:
                     return f"{path.name}: Pixel Data is not the last element with {length} bytes"
                 h = hashlib.sha1()
                 while chunk := f.read(CHUNK):

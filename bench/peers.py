@@ -166,20 +166,25 @@ class Timed:
 
     seconds: float
     returncode: int
-    max_rss_mb: float
+    max_rss_mb: float | None
     output: str
 
 
-def _wait4(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, float]:
-    """Wait for ``proc`` (killing it after ``timeout``), returning (exit code, peak RSS MB)."""
+def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """Wait for ``proc``, killing it after ``timeout``; its exit code. (A blocking wait with a
+    timer, because ``Popen.wait(timeout)`` polls with sleeps of up to 50 ms, which would show in
+    the timings.)"""
     killer = threading.Timer(timeout, proc.kill)
     killer.start()
     try:
-        _, status, usage = os.wait4(proc.pid, 0)
+        return proc.wait()
     finally:
         killer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss / 1024
+
+
+# The peak RSS that wait4 reports for a child of this process includes this process's own, which
+# the child inherits at fork; GNU time forks from a small process, so its figure is the client's.
+TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
 def run_clients(cmds: list[list[str]], logdir: Path, timeout: float) -> Timed:
@@ -189,23 +194,26 @@ def run_clients(cmds: list[list[str]], logdir: Path, timeout: float) -> Timed:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         start = time.perf_counter()
-        for cmd, log in zip(cmds, logs, strict=True):
+        for i, (cmd, log) in enumerate(zip(cmds, logs, strict=True)):
+            if TIME:  # GNU time reports the client's own peak RSS (see _wait4)
+                cmd = [TIME, "-f", "%M", "-o", str(logdir / f"rss-{i}.txt"), *cmd]
             procs.append(
                 subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=logdir)
             )
         deadline = start + timeout
         worst = 0
-        rss = 0.0
         for proc in procs:
-            code, peak = _wait4(proc, max(1.0, deadline - time.perf_counter()))
-            worst = worst or code
-            rss = max(rss, peak)
+            worst = worst or _wait(proc, max(1.0, deadline - time.perf_counter()))
         seconds = time.perf_counter() - start
+        rss = 0.0
+        for i in range(len(procs) if TIME else 0):
+            with contextlib.suppress(OSError, ValueError):
+                rss = max(rss, int((logdir / f"rss-{i}.txt").read_text().split()[-1]) / 1024)
         output = []
         for log in logs:
             log.seek(0)
             output.append(log.read().decode(errors="replace"))
-        return Timed(seconds, worst, rss, "\n".join(output))
+        return Timed(seconds, worst, rss or None, "\n".join(output))
     finally:
         for proc in procs:
             if proc.returncode is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -35,6 +36,13 @@ from peers import (
 )
 
 OUT = BENCH / "out"
+# py-spy: collapsed stacks; BENCH_SPY adds options (e.g. "--native" or "--gil").
+_SPY_EXTRA = os.environ.get("BENCH_SPY", "").split()
+SPY_ARGS = ["--rate", "500", "--format", "raw", *_SPY_EXTRA]
+if "--native" not in _SPY_EXTRA:  # py-spy cannot combine the two
+    SPY_ARGS.append("--nonblocking")
+# Leaf frames of threads that wait for work: left out of the profile like py-spy's idle samples.
+WAITING = ("Condition.wait (threading.py", "Event.wait (threading.py", "Thread.join (threading.py")
 DCMTK_PDU = ["-pdu", "131072"]  # storescp's and storescu's largest max PDU (default 16384)
 
 
@@ -494,7 +502,7 @@ def run_group(group: Group, reps: int, timeout: float) -> list[Result]:
                 if cpu0 is not None and cpu1 is not None:
                     result.cpu_s.append(cpu1 - cpu0)
                 if case.rss == "client":
-                    result.rss_mb = max(result.rss_mb or 0.0, timed.max_rss_mb)
+                    result.rss_mb = max(result.rss_mb or 0.0, timed.max_rss_mb or 0.0) or None
                 print(
                     f"  {group.id} rep {rep + 1} {case.label}: {seconds:.3f} s, "
                     f"{case.count / seconds:.0f} {group.unit}/s",
@@ -632,20 +640,18 @@ def profile(sets: dict[str, DataSet], tool: str, rounds: int, top: int) -> None:
         if tool == "py-spy":
             import subprocess
 
+            spy_log = open(base / "py-spy.log", "wb")  # noqa: SIM115
             spy = subprocess.Popen(
                 [
                     str(pyspy),
                     "record",
                     "--pid",
                     str(server.pid),
-                    "--rate",
-                    "500",
-                    "--format",
-                    "raw",
+                    *SPY_ARGS,
                     "-o",
                     str(stats),
                 ],
-                stdout=subprocess.DEVNULL,
+                stdout=spy_log,
                 stderr=subprocess.STDOUT,
             )
             time.sleep(0.5)  # py-spy needs a moment to attach; there is no readiness signal
@@ -674,6 +680,9 @@ def profile(sets: dict[str, DataSet], tool: str, rounds: int, top: int) -> None:
                 spy.wait(10)
         server.stop()
     if tool == "py-spy":
+        if not stats.exists():
+            print(f"py-spy wrote nothing:\n{(base / 'py-spy.log').read_text()}")
+            return
         _print_collapsed(stats, top)
     else:
         import pstats
@@ -687,25 +696,32 @@ def _print_collapsed(path: Path, top: int) -> None:
     """Self and inclusive sample counts per function from py-spy's collapsed stacks."""
     own: dict[str, int] = {}
     incl: dict[str, int] = {}
-    total = 0
+    total = waiting = 0
     for line in path.read_text().splitlines():
         stack, _, count_s = line.rpartition(" ")
         if not stack or not count_s.isdigit():
             continue
         count = int(count_s)
-        total += count
         frames = stack.split(";")
+        if frames[-1].startswith(WAITING):
+            waiting += count
+            continue
+        total += count
         own[frames[-1]] = own.get(frames[-1], 0) + count
         for frame in set(frames):
             incl[frame] = incl.get(frame, 0) + count
     if not total:
         print("py-spy recorded no samples (can it attach? it needs ptrace)")
         return
-    print(f"\n{total} samples of the busy SCP (idle waiting left out)\n\nself %  function")
+    print(
+        f"\n{total} samples of the busy SCP ({waiting} more of threads waiting for work left out;"
+        " 'Runner.run' as a leaf is time in the event loop's C code)\n\nself %  function"
+    )
     for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         print(f"{100 * n / total:6.1f}  {name}")
-    print("\ninclusive %  function")
-    for name, n in sorted(incl.items(), key=lambda kv: -kv[1])[:top]:
+    print("\ninclusive %  function (dicomnet's own, below the command line)")
+    ours = {k: v for k, v in incl.items() if "(dicomnet/" in k and "(dicomnet/cli/" not in k}
+    for name, n in sorted(ours.items(), key=lambda kv: -kv[1])[:top]:
         print(f"{100 * n / total:6.1f}  {name}")
     print(f"\ncollapsed stacks (for flame graphs): {path}")
 
