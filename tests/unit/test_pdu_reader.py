@@ -325,3 +325,19 @@ def test_get_buffer_asks_for_the_rest_of_a_partial_pdu() -> None:
     pdu = reader.next_pdu()
     assert isinstance(pdu, P_DATA_TF)
     assert pdu.pdvs[0].data == b"\x11" * size
+
+
+def test_views_of_pdus_from_one_feed_stay_valid_together() -> None:
+    """Decoding the next PDU does not move the buffer: every view handed out since the last
+    feed() is still valid."""
+    reader = PDUReader()
+    reader.feed(
+        encode(P_DATA_TF([PDV(1, True, True, b"first")]))
+        + encode(P_DATA_TF([PDV(3, False, True, b"second")]))
+    )
+    one = reader.next_pdu()
+    two = reader.next_pdu()
+    assert isinstance(one, P_DATA_TF) and isinstance(two, P_DATA_TF)
+    assert one.pdvs[0].data == b"first"
+    assert two.pdvs[0].data == b"second"
+    assert reader.next_pdu() is None
