@@ -1185,21 +1185,22 @@ class DicomClient:
         *,
         level: str | None = None,
         out_dir: str | os.PathLike[str] | None = None,
+        temp_dir: str | os.PathLike[str] | None = None,
         priority: int = 0,
     ) -> QueryRetrieveResponses[RetrieveProgress]:
         """C-GET (PS3.4 §C.4.3): the peer sends the matching instances back as C-STORE-RQs on
         this association. Each goes to ``store`` (an async callable taking the received
         ``CStoreRequest`` and returning a status, a ``Response`` or None for success), or is
         saved as ``out_dir/<SOP Instance UID>.dcm``. ``storage_contexts`` default to
-        ``get_storage_contexts()``; role selection gives us the SCP role on them. Yields a
+        ``get_storage_contexts()``; role selection gives us the SCP role on them. Instances
+        stream into temporary files in ``temp_dir`` (default: the client's ``temp_dir``, else
+        the system's; on the file system of ``out_dir`` saving is a rename). Yields a
         ``RetrieveProgress`` per response; a failure status raises ``CGetError``."""
         if (store is None) == (out_dir is None):
             raise ValueError("C-GET needs exactly one of store= and out_dir=")
-        temp_dir = None
         if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             store = save_into(out_dir)
-            temp_dir = out_dir
         contexts = [
             ctx
             if ctx.scp_role
