@@ -239,6 +239,17 @@ class _AssociationRunner:
     async def negotiate(self, rq: A_ASSOCIATE_RQ) -> bool:
         assoc, info, server = self.assoc, self.assoc.info, self.server
         rj = check_request(rq)
+        empty = ""
+        if rj is None and not (rq.called_ae_title and rq.calling_ae_title):
+            # PS3.8 §9.3.2: an AE title of 16 spaces ("no name") shall not be used.
+            empty = "called" if not rq.called_ae_title else "calling"
+            rj = A_ASSOCIATE_RJ(
+                RejectResult.PERMANENT,
+                RejectSource.SERVICE_USER,
+                RejectReason.CALLED_AE_NOT_RECOGNIZED
+                if empty == "called"
+                else RejectReason.CALLING_AE_NOT_RECOGNIZED,
+            )
         if rj is None and server.active > server.limits.max_associations:
             rj = A_ASSOCIATE_RJ(
                 RejectResult.TRANSIENT,
@@ -246,7 +257,12 @@ class _AssociationRunner:
                 RejectReason.LOCAL_LIMIT_EXCEEDED,
             )
         if rj is not None:
-            log.warning("[%s] rejecting association: %s", info, _rj_text(rj))
+            log.warning(
+                "[%s] rejecting association: %s%s",
+                info,
+                _rj_text(rj),
+                f" (the {empty} AE title is empty)" if empty else "",
+            )
             assoc.send_reject(rj)
             return False
         request = request_from_pdu(rq, info.peer_host, info.peer_port)
