@@ -376,6 +376,16 @@ class Association(asyncio.BufferedProtocol):
             return MAX_SEND_FRAGMENT
         return peer - 6
 
+    def send_message_now(self, context_id: int, message: Message) -> bool:
+        """Send a message without a data set at once, from a callback, when nothing else is
+        being sent; False when it has to wait its turn (then use ``send_message``)."""
+        if self._send_lock.locked() or self._paused or self.closed.done():
+            return False
+        self.conn.check_send_data()
+        pdus = fragment_message(context_id, message.encode(), None, self._fragment_limit + 6)
+        self._write(b"".join(pdus))
+        return True
+
     async def send_message(
         self,
         context_id: int,

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -149,6 +150,8 @@ class _AssociationRunner:
         # C-STORE sub-operations of C-GET we sent and await the response of, by message ID.
         self.sub_operations: dict[int, asyncio.Future[c.Message]] = {}
         self.message_ids = itertools.count(1)
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self.busy = False  # a request is being handled (asynchronous operations window of 1)
         assoc.on_message = self.on_message
         assoc.on_release = lambda: self.queue.put_nowait("release")
         assoc.on_end = self.on_end
@@ -179,7 +182,55 @@ class _AssociationRunner:
                 return
             if isinstance(message, (c.CFindRQ, c.CMoveRQ, c.CGetRQ)):
                 self.queued_queries.add(message.message_id)
+            elif isinstance(message, c.CEchoRQ) and self._echo_now(item):
+                return
         self.queue.put_nowait(item)
+
+    def _echo_now(self, item: Incoming) -> bool:
+        """Answer a C-ECHO in the receive callback when the service's ``on_c_echo`` is a plain
+        function and nothing is queued or running before it: no task switch per echo."""
+        handler = getattr(self.service, "on_c_echo", None)
+        if (
+            handler is None
+            or self.busy
+            or not self.queue.empty()
+            or inspect.iscoroutinefunction(handler)
+        ):
+            return False
+        message = item.message
+        try:
+            result = handler(CEchoRequest(self.assoc.info, item.context, message))
+        except Exception as exc:
+            log.exception("[%s] on_c_echo failed", self.assoc.info)
+            result = Response(0x0110, error_comment=f"{type(exc).__name__}: {exc}")
+        if inspect.isawaitable(result):  # a plain function that returned an awaitable
+            self._spawn(self._reply_later(item, result))
+            return True
+        status, extra, _ = _status_fields(result)
+        rsp = _response(message, status, **extra)
+        try:
+            if not self.assoc.send_message_now(item.context.context_id, rsp):
+                self._spawn(self.send(item.context, rsp))
+        except DicomNetError as exc:
+            log.warning("[%s] %s", self.assoc.info, exc)
+        return True
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _reply_later(self, item: Incoming, pending: Awaitable[Any]) -> None:
+        try:
+            result = await pending
+        except Exception as exc:
+            log.exception("[%s] on_c_echo failed", self.assoc.info)
+            result = Response(0x0110, error_comment=f"{type(exc).__name__}: {exc}")
+        status, extra, _ = _status_fields(result)
+        try:
+            await self.send(item.context, _response(item.message, status, **extra))
+        except DicomNetError as exc:
+            log.warning("[%s] %s", self.assoc.info, exc)
 
     def on_end(self, aborted: object) -> None:
         for future in self.sub_operations.values():
@@ -294,16 +345,34 @@ class _AssociationRunner:
         window = assoc.negotiated.max_operations_performed or 1 << 16
         slots = asyncio.Semaphore(window)
         idle = self.server.limits.idle_timeout
+        # The idle limit is a timer that queues a check, so waiting for a message costs no
+        # task or timer of its own (this loop runs once per message).
+        if idle:
+            self._idle_timer = assoc.loop.call_later(idle, self._idle_check, idle)
+        try:
+            await self._serve_loop(window, slots)
+        finally:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+
+    def _idle_check(self, idle: float) -> None:
+        quiet = self.assoc.loop.time() - self.assoc.last_activity
+        if quiet >= idle:
+            self.queue.put_nowait("idle")
+            self._idle_timer = None
+        else:
+            self._idle_timer = self.assoc.loop.call_later(idle - quiet, self._idle_check, idle)
+
+    async def _serve_loop(self, window: int, slots: asyncio.Semaphore) -> None:
+        assoc, service = self.assoc, self.service
+        assert service is not None
+        idle = self.server.limits.idle_timeout
         while True:
-            try:
-                item = (
-                    await asyncio.wait_for(self.queue.get(), idle)
-                    if idle
-                    else (await self.queue.get())
-                )
-            except TimeoutError:
+            item = await self.queue.get()
+            if item == "idle":
                 assert idle is not None
                 if assoc.loop.time() - assoc.last_activity < idle:
+                    self._idle_check(idle)
                     continue
                 log.warning("[%s] idle for %s s; aborting", assoc.info, idle)
                 assoc.abort(AbortSource.SERVICE_PROVIDER, AbortReason.NOT_SPECIFIED)
@@ -327,7 +396,11 @@ class _AssociationRunner:
                 return
             assert not isinstance(item, str)
             if window == 1:
-                await self.handle(item)
+                self.busy = True
+                try:
+                    await self.handle(item)
+                finally:
+                    self.busy = False
             else:
                 await slots.acquire()
                 task = asyncio.create_task(self.handle(item))
@@ -426,11 +499,15 @@ class _AssociationRunner:
         except DicomNetError as exc:
             log.warning("[%s] %s", self.assoc.info, exc)
 
-    async def _call(self, handler: Callable[..., Awaitable[Any]], request: DimseRequest) -> Any:
+    async def _call(self, handler: Callable[..., Any], request: DimseRequest) -> Any:
+        """Run a handler (``async`` or plain) under the DIMSE timeout."""
+        result = handler(request)
+        if not inspect.isawaitable(result):
+            return result
         timeout = self.server.limits.dimse_timeout
         if timeout:
-            return await asyncio.wait_for(handler(request), timeout)
-        return await handler(request)
+            return await asyncio.wait_for(result, timeout)
+        return await result
 
     async def send(
         self, ctx: NegotiatedContext, message: c.Message, data: bytes | None = None

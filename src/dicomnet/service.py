@@ -316,7 +316,8 @@ class Service:
 
 
 # Handler signatures the server looks for (documented here for type checkers and readers):
-#   async def on_c_echo(self, request: CEchoRequest) -> int | Response
+#   async def on_c_echo(self, request: CEchoRequest) -> int | Response   (or a plain ``def``:
+#       then the server answers in its receive callback, with no task switch)
 #   async def on_c_store(self, request: CStoreRequest) -> int | Response
 #   def on_c_find(self, request: CFindRequest) -> AsyncIterator[Dataset | Response]
 #   def on_c_move(self, request: CMoveRequest) -> AsyncIterator[Response]

@@ -204,6 +204,19 @@ _ATTR_TAGS: dict[str, int] = {
 }
 
 
+_FIELD_CACHE: dict[type, tuple[tuple[str, int], ...]] = {}
+
+
+def _tagged_fields(cls: type) -> tuple[tuple[str, int], ...]:
+    """(attribute, tag) of a message class's command elements, computed once per class."""
+    known = _FIELD_CACHE.get(cls)
+    if known is None:
+        known = _FIELD_CACHE[cls] = tuple(
+            (f.name, _ATTR_TAGS[f.name]) for f in fields(cls) if f.name in _ATTR_TAGS
+        )
+    return known
+
+
 @dataclass(slots=True, kw_only=True)
 class _Message:
     COMMAND_FIELD: ClassVar[int] = 0
@@ -217,11 +230,8 @@ class _Message:
             0x00000100: self.COMMAND_FIELD,
             0x00000800: DATASET_PRESENT if self.has_dataset else NO_DATASET,
         }
-        for f in fields(self):
-            tag = _ATTR_TAGS.get(f.name)
-            if tag is None:
-                continue
-            value = getattr(self, f.name)
+        for name, tag in _tagged_fields(type(self)):
+            value = getattr(self, name)
             if value is None:
                 continue
             elements[tag] = int(value) if isinstance(value, IntEnum) else value
@@ -230,7 +240,6 @@ class _Message:
     @classmethod
     def from_elements(cls, elements: dict[int, Value]) -> _Message:
         kwargs: dict[str, Any] = {"has_dataset": elements.get(0x00000800, NO_DATASET) != NO_DATASET}
-        names = {f.name for f in fields(cls)}
         for name in cls.REQUIRED:
             if _ATTR_TAGS[name] not in elements:
                 tag = _ATTR_TAGS[name]
@@ -239,9 +248,8 @@ class _Message:
                     f"{cls.NAME} is missing (0000,{tag & 0xFFFF:04X}) {keyword}",
                     elements=elements,
                 )
-        for name in names:
-            attr_tag = _ATTR_TAGS.get(name)
-            if attr_tag is not None and attr_tag in elements:
+        for name, attr_tag in _tagged_fields(cls):
+            if attr_tag in elements:
                 kwargs[name] = elements[attr_tag]
         try:
             return cls(**kwargs)

@@ -73,7 +73,7 @@ class StorageService(Service):
             )
         return await super().on_association_request(request)
 
-    async def on_c_echo(self, request: CEchoRequest) -> int:
+    def on_c_echo(self, request: CEchoRequest) -> int:
         return Status.SUCCESS
 
     def _values(self, request: CStoreRequest) -> dict[str, object]:
