@@ -277,8 +277,13 @@ class Connection:
         self.accepted_contexts = contexts
         return encode(ac)
 
-    def reject(self, rj: A_ASSOCIATE_RJ) -> bytes:
-        """Acceptor: send the A-ASSOCIATE-RJ (Evt8 -> AE-8, ARTIM, Sta13)."""
+    def reject(self, rj: A_ASSOCIATE_RJ, now: float | None = None) -> bytes:
+        """Acceptor: send the A-ASSOCIATE-RJ (Evt8 -> AE-8, ARTIM, Sta13).
+
+        ``now`` is when ARTIM starts; without it, the time last passed in (which may be long
+        ago when the service took its time to decide)."""
+        if now is not None:
+            self._now = now
         self._local(Evt.EVT8)
         return encode(rj)
 
@@ -299,15 +304,24 @@ class Connection:
         self._local(Evt.EVT11)
         return encode(A_RELEASE_RQ())
 
-    def release_response(self) -> bytes:
-        """Answer the peer's A-RELEASE-RQ (Evt14 -> AR-4 in Sta8, AR-9 in Sta9/Sta12)."""
+    def release_response(self, now: float | None = None) -> bytes:
+        """Answer the peer's A-RELEASE-RQ (Evt14 -> AR-4 in Sta8 and Sta12, ARTIM starts at
+        ``now``; AR-9 in Sta9)."""
+        if now is not None:
+            self._now = now
         self._local(Evt.EVT14)
         return encode(A_RELEASE_RP())
 
     def abort(
-        self, source: int = AbortSource.SERVICE_USER, reason: int = AbortReason.NOT_SPECIFIED
+        self,
+        source: int = AbortSource.SERVICE_USER,
+        reason: int = AbortReason.NOT_SPECIFIED,
+        now: float | None = None,
     ) -> bytes:
-        """Send an A-ABORT (Evt15 -> AA-1, or AA-2 before the RQ was sent)."""
+        """Send an A-ABORT (Evt15 -> AA-1, ARTIM starts at ``now``; or AA-2 before the RQ was
+        sent)."""
+        if now is not None:
+            self._now = now
         state = self.machine.state
         if self.closed or fsm.lookup(state, Evt.EVT15) is None:
             # Sta1, Sta2 (no association yet), Sta13 (closing): nothing to abort, just close.
