@@ -366,10 +366,27 @@ def test_artim_expires_after_a_reject() -> None:
     acc.connection_made(100.0)
     feed(acc, encode(RQ), now=101.0)
     acc.reject(RJ)
-    assert acc.deadline == 106.0 or acc.deadline == 105.0  # started when rejecting
-    assert acc.timer_check(acc.deadline - 0.5) == []
-    assert acc.timer_check(acc.deadline) == [Closed()]
+    assert acc.deadline == 106.0  # without ``now``: the last time the connection saw
+    assert acc.timer_check(105.5) == []
+    assert acc.timer_check(106.0) == [Closed()]
     assert acc.state is State.STA1
+
+
+def test_artim_starts_when_the_answer_is_given() -> None:
+    """A service that took 40 s to decide must not find ARTIM already expired (AE-8, AR-4 and
+    AA-1 start ARTIM at the time of the primitive)."""
+    acc = Connection(Role.ACCEPTOR, artim_timeout=5.0)
+    acc.connection_made(100.0)
+    feed(acc, encode(RQ), now=101.0)
+    acc.reject(RJ, now=141.0)
+    assert acc.deadline == 146.0
+    assert acc.timer_check(142.0) == []
+    conn = sta8(Role.ACCEPTOR)
+    conn.release_response(now=50.0)
+    assert conn.deadline == 50.0 + ARTIM
+    conn = established(Role.REQUESTOR)
+    conn.abort(now=60.0)
+    assert conn.deadline == 60.0 + ARTIM
 
 
 def test_artim_after_release_response_and_abort() -> None:
