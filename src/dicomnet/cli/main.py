@@ -480,5 +480,10 @@ def _clean_incoming(folder: Path) -> None:
                 pass
 
 
+from dicomnet.cli.qr import COMMANDS as _QR_COMMANDS  # noqa: E402  (find, move, get)
+
+for _command in _QR_COMMANDS:
+    main.add_command(_command)
+
 if __name__ == "__main__":
     main()
