@@ -119,8 +119,14 @@ def encode_command_set(elements: dict[int, Value]) -> bytes:
             raise DIMSEError(
                 f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) is not a command element"
             )
-        vr = COMMAND_ELEMENTS.get(tag, ("", "UN"))[1]
-        value = _encode_value(vr, elements[tag])
+        keyword, vr = COMMAND_ELEMENTS.get(tag, ("", "UN"))
+        try:
+            value = _encode_value(vr, elements[tag])
+        except (struct.error, TypeError, ValueError, AssertionError) as exc:
+            raise DIMSEError(
+                f"(0000,{tag & 0xFFFF:04X}) {keyword}: {elements[tag]!r} cannot be encoded as "
+                f"{vr} ({exc})"
+            ) from exc
         parts.append(_ELEM.pack(0, tag & 0xFFFF, len(value)) + value)
     body = b"".join(parts)
     return _ELEM.pack(0, 0, 4) + _UL.pack(len(body)) + body
