@@ -535,3 +535,18 @@ def test_n_get_rq_attribute_identifier_list() -> None:
     assert elements[0x1001] == "1.2.3"
     assert elements[0x1005] == [0x00080016, 0x00080018]
     assert decode_message(raw) == rq
+
+
+@pytest.mark.parametrize(
+    ("message", "tag"),
+    [
+        (CEchoRQ(message_id=0x10000, affected_sop_class_uid=VERIFICATION), "(0000,0110)"),
+        (CStoreRSP(message_id_being_responded_to=1, status=-1), "(0000,0900)"),
+        (CStoreRSP(message_id_being_responded_to=1, offending_elements=5), "(0000,0901)"),  # type: ignore[arg-type]
+    ],
+)
+def test_values_that_do_not_fit_their_vr(message: Any, tag: str) -> None:
+    """US is 16 bits unsigned, AT a list of tags (PS3.5 §6.2): a clear error naming the element."""
+    with pytest.raises(DIMSEError) as info:
+        message.encode()
+    assert tag in str(info.value)
