@@ -342,6 +342,9 @@ async def running_server(root: Path, **limits: float | int | None) -> AsyncItera
         yield running
         # Associations the test left open end by ARTIM/idle timeouts or the peer's close.
         await running.wait_idle(timeout=15)
+    # Closed: not even the pool's empty pre-created files stay in the temporary folder.
+    left = [p for p in (root / ".incoming").rglob("*") if p.is_file()]
+    assert left == [], f"temporary files left after the server closed: {left}"
 
 
 @pytest.fixture
