@@ -313,7 +313,7 @@ class Association(asyncio.BufferedProtocol):
         self.conn.accepted_contexts = set(negotiated.contexts)
 
     def send_reject(self, rj: A_ASSOCIATE_RJ) -> None:
-        self._write(self.conn.reject(rj))
+        self._write(self.conn.reject(rj, self.loop.time()))
         self._update_timer()
 
     # -- release and abort --------------------------------------------------------------------------
@@ -337,7 +337,7 @@ class Association(asyncio.BufferedProtocol):
 
     def send_release_response(self) -> None:
         try:
-            self._write(self.conn.release_response())
+            self._write(self.conn.release_response(self.loop.time()))
         except LocalProtocolError as exc:
             self.log.warning("cannot answer the release request: %s", exc)
         self._update_timer()
@@ -348,7 +348,7 @@ class Association(asyncio.BufferedProtocol):
         """Send A-ABORT and close the transport (AA-1 then, without waiting, AA-2)."""
         if self.transport is None or self.transport.is_closing():
             return
-        data = self.conn.abort(source, reason)
+        data = self.conn.abort(source, reason, self.loop.time())
         if data:
             self.transport.write(data)
         self._aborted = Aborted(source, reason, by_peer=False, message="aborted locally")

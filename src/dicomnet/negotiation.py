@@ -231,7 +231,18 @@ def check_request(rq: A_ASSOCIATE_RQ) -> A_ASSOCIATE_RJ | None:
         return A_ASSOCIATE_RJ(
             RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.NO_REASON
         )
+    max_length = rq.user_information.maximum_length
+    if max_length is not None and 0 < max_length < MIN_PEER_MAX_PDU_LENGTH:
+        # A P-DATA-TF this small cannot carry a PDV with any data (PS3.8 §9.3.5: 6 bytes of
+        # PDV item header), so no message could ever be sent to this peer.
+        return A_ASSOCIATE_RJ(
+            RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.NO_REASON
+        )
     return None
+
+
+#: The smallest maximum PDU length of a peer we can send to: one PDV header and one byte.
+MIN_PEER_MAX_PDU_LENGTH = 7
 
 
 def _window(rq_value: int, ours: int) -> int:
@@ -463,6 +474,10 @@ def read_accept(rq: A_ASSOCIATE_RQ, ac: A_ASSOCIATE_AC) -> Negotiated:
             item.context_id, asked.abstract_syntax, item.transfer_syntax, scu_role=scu, scp_role=scp
         )
     info = ac.user_information
+    if info.maximum_length is not None and 0 < info.maximum_length < MIN_PEER_MAX_PDU_LENGTH:
+        raise NegotiationError(
+            f"the acceptor's maximum PDU length {info.maximum_length} leaves no room for data"
+        )
     window = info.async_ops_window
     asked_window = rq.user_information.async_ops_window
     invoked, performed = 1, 1

@@ -3,6 +3,7 @@ PS3.7 Annex D)."""
 
 from __future__ import annotations
 
+import pytest
 from pydicom.uid import (
     CTImageStorage,
     ExplicitVRBigEndian,
@@ -12,6 +13,7 @@ from pydicom.uid import (
     MRImageStorage,
 )
 
+from dicomnet.errors import NegotiationError
 from dicomnet.negotiation import (
     ProposedContext,
     build_accept,
@@ -155,3 +157,17 @@ def test_user_identity_response_only_when_requested() -> None:
     request2.user_identity_response = b""
     ac2, _ = build_accept(rq2, request2)
     assert ac2.user_information.user_identity_ac is None
+
+
+def test_a_maximum_pdu_length_too_small_for_any_data_is_refused() -> None:
+    # A P-DATA-TF of fewer than 7 bytes holds no PDV with data (PS3.8 §9.3.5: 6 header bytes).
+    assert check_request(_rq(max_pdu_length=6)) is not None
+    assert check_request(_rq(max_pdu_length=7)) is None
+    assert check_request(_rq(max_pdu_length=0)) is None  # 0 = unlimited
+    rq = _rq(max_pdu_length=16384)
+    request = request_from_pdu(rq)
+    for pc in request.presentation_contexts:
+        pc.accept(SYNTAXES)
+    ac, _ = build_accept(rq, request, our_max_pdu_length=3)
+    with pytest.raises(NegotiationError, match="maximum PDU length 3"):
+        read_accept(rq, ac)
