@@ -18,10 +18,11 @@ async def main(host: str, port: int, paths: list[str]) -> int:
 
     def on_response(request: dicomnet.Request, response: object) -> None:
         nonlocal failures
+        assert isinstance(request, dicomnet.CStoreRequest)
         status = int(getattr(response, "status", 0xFFFF))
         if status != 0:
             failures += 1
-        print(f"{request.sop_instance_uid}: {describe(status)}")  # type: ignore[attr-defined]
+        print(f"{request.sop_instance_uid}: {describe(status)}", flush=True)
 
     async with dicomnet.DicomClient(
         host, port, calling_ae="FODICOMSCU", called_ae="STORESCP"
@@ -45,4 +46,8 @@ if __name__ == "__main__":
     host = args[0] if args else input("host: ").strip()
     port = int(args[1]) if len(args) > 1 else int(input("port: ").strip())
     files = args[2:] or input("files (space separated): ").split()
-    sys.exit(asyncio.run(main(host, port, files)))
+    try:
+        sys.exit(asyncio.run(main(host, port, files)))
+    except (dicomnet.DicomNetError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
