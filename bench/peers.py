@@ -236,6 +236,16 @@ def _first_line(cmd: list[str]) -> str:
     return "unknown"
 
 
+def _startup(cmd: list[str]) -> float:
+    """Best of three wall times of a command that only starts and exits."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)
@@ -267,4 +277,6 @@ def machine() -> dict[str, Any]:
         "uvloop": _version("uvloop"),
         "dcmtk": _first_line([dcmtk("storescp"), "--version"]),
         "git": _first_line(["git", "-C", str(ROOT), "describe", "--always", "--dirty"]),
+        "startup_dicomnet": _startup([dicomnet_cli(), "--version"]),
+        "startup_pynetdicom": _startup([PYTHON, "-m", "pynetdicom", "--version"]),
     }

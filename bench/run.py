@@ -461,7 +461,7 @@ def build_groups(sets: dict[str, DataSet], quick: bool, rows: set[str]) -> list[
                 },
                 [
                     Case("DCMTK storescp", "dcmtk", "dcmtk", echoscu(n), count=n),
-                    Case("pynetdicom SCP", "pynetdicom", "pynetdicom", echoscu(n), count=n),
+                    Case("pynetdicom SCP", "pynetdicom", "pynetdicom", echoscu(n_py), count=n_py),
                     Case("dicomnet serve", "dicomnet", "dicomnet", echoscu(n), count=n),
                 ],
             )
@@ -562,7 +562,7 @@ def table(results: list[Result]) -> list[str]:
             rss = _fmt(r.rss_mb) + (" (client)" if r.case.rss == "client" and r.rss_mb else "")
             lines.append(
                 f"| {gid} | {r.group.title} | {label} | {r.case.count} | {_fmt(r.best, 3)} | "
-                f"{_fmt(rate)} {r.group.unit}/s | {_fmt(mbs, 1)} | {rss} | {ratios[0]} | {ratios[1]} |"
+                f"{_fmt(rate, 2 if rate and rate < 10 else 0)} {r.group.unit}/s | {_fmt(mbs, 1)} | {rss} | {ratios[0]} | {ratios[1]} |"
             )
     return lines
 
@@ -612,6 +612,11 @@ def write_results(
         "- peak RSS: VmHWM of the SCP process (whole run of the row); '(client)' rows give the client's "
         "peak instead; DCMTK --fork children are not measured (-).",
     ]
+    text.append(
+        f"- start-up of the Python command lines (best of 3, included in their rows): "
+        f"`dicomnet --version` {info['startup_dicomnet']:.2f} s, "
+        f"`python -m pynetdicom --version` {info['startup_pynetdicom']:.2f} s"
+    )
     if args.note:
         text.append(f"- note: {args.note}")
     text += ["", *table(results), "", "## Every run", "", *details(results), ""]
