@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -707,7 +708,8 @@ def _print_collapsed(path: Path, top: int) -> None:
         if not stack or not count_s.isdigit():
             continue
         count = int(count_s)
-        frames = stack.split(";")
+        # One entry per function: "name (file:line)" loses its line number.
+        frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
         if frames[-1].startswith(WAITING):
             waiting += count
             continue
