@@ -32,6 +32,7 @@ from dicomnet.dimse.status import Status, StatusCategory, category
 from dicomnet.errors import AssociationAborted, DicomNetError
 from dicomnet.negotiation import (
     DEFAULT_MAX_PDU_LENGTH,
+    MIN_PEER_MAX_PDU_LENGTH,
     NegotiatedContext,
     build_accept,
     build_reject,
@@ -290,10 +291,11 @@ class _AssociationRunner:
     async def negotiate(self, rq: A_ASSOCIATE_RQ) -> bool:
         assoc, info, server = self.assoc, self.assoc.info, self.server
         rj = check_request(rq)
-        empty = ""
+        detail = ""  # what was wrong, for the log
         if rj is None and not (rq.called_ae_title and rq.calling_ae_title):
             # PS3.8 §9.3.2: an AE title of 16 spaces ("no name") shall not be used.
             empty = "called" if not rq.called_ae_title else "calling"
+            detail = f"the {empty} AE title is empty"
             rj = A_ASSOCIATE_RJ(
                 RejectResult.PERMANENT,
                 RejectSource.SERVICE_USER,
@@ -301,18 +303,26 @@ class _AssociationRunner:
                 if empty == "called"
                 else RejectReason.CALLING_AE_NOT_RECOGNIZED,
             )
+        elif rj is not None and not rq.presentation_contexts:
+            detail = "no presentation context proposed"
+        elif (
+            rj is not None
+            and 0 < (rq.user_information.maximum_length or 0) < MIN_PEER_MAX_PDU_LENGTH
+        ):
+            detail = f"maximum PDU length {rq.user_information.maximum_length} is too small"
         if rj is None and server.active > server.limits.max_associations:
             rj = A_ASSOCIATE_RJ(
                 RejectResult.TRANSIENT,
                 RejectSource.SERVICE_PROVIDER_PRESENTATION,
                 RejectReason.LOCAL_LIMIT_EXCEEDED,
             )
+            detail = f"{server.limits.max_associations} associations at once"
         if rj is not None:
             log.warning(
                 "[%s] rejecting association: %s%s",
                 info,
                 _rj_text(rj),
-                f" (the {empty} AE title is empty)" if empty else "",
+                f" ({detail})" if detail else "",
             )
             assoc.send_reject(rj)
             return False
