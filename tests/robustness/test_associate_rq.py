@@ -14,8 +14,12 @@ from tests.robustness.conftest import (
     Running,
     ae,
     associate_rq,
+    c_echo_rq,
     item,
+    p_data,
+    parse_command,
     pdu,
+    pdv,
     presentation_context,
     user_information,
 )
@@ -36,13 +40,16 @@ async def _rejected(server: Running, rq: bytes) -> tuple[int, int, int]:
     return fields
 
 
-async def test_rejected_peer_that_stays_is_closed_by_artim(server: Running) -> None:
+async def test_rejected_peer_that_stays_is_closed_by_artim(
+    server: Running, caplog: pytest.LogCaptureFixture
+) -> None:
     """After an A-ASSOCIATE-RJ the server waits ARTIM in Sta13 for the peer to close, then
     closes itself (Evt18 -> AA-2)."""
     peer = await server.peer()
     await peer.send(associate_rq(contexts=[]))
     assert (await peer.read_pdu()).type == 0x03
     assert await peer.closed_by_server(timeout=ARTIM + 8)
+    logged(caplog, "ARTIM")
     await peer.aclose()
 
 
@@ -61,8 +68,39 @@ async def test_no_presentation_contexts(server: Running, caplog: pytest.LogCaptu
     """PS3.8 §9.3.2: one or more presentation context items are required. Rejected
     permanently by the service user, no reason given (Table 9-21 source 1 reason 1)."""
     assert await _rejected(server, associate_rq(contexts=[])) == (PERMANENT, SERVICE_USER, 1)
-    logged(caplog, "rejecting association", level=logging.WARNING)
+    logged(caplog, "rejecting association", "no presentation context", level=logging.WARNING)
     await server.echo_works()
+
+
+@pytest.mark.parametrize("max_pdu", [1, 6])
+async def test_maximum_pdu_length_too_small(
+    server: Running, caplog: pytest.LogCaptureFixture, max_pdu: int
+) -> None:
+    """A maximum length that leaves no room for one byte of PDV data (PS3.8 §9.3.5, Annex
+    D.1): no message could ever be sent to this peer, so the association is rejected."""
+    assert await _rejected(server, associate_rq(max_pdu=max_pdu)) == (PERMANENT, SERVICE_USER, 1)
+    logged(caplog, f"maximum PDU length {max_pdu} is too small", level=logging.WARNING)
+    await server.echo_works()
+
+
+async def test_smallest_usable_maximum_pdu_length(server: Running) -> None:
+    """A maximum length of 7 allows one byte per PDV: the C-ECHO-RSP comes in many PDUs,
+    none longer than the peer allows."""
+    peer = await server.peer()
+    await peer.associate(associate_rq(max_pdu=7))
+    await peer.send(p_data(pdv(1, c_echo_rq(message_id=4), command=True)))
+    data = b""
+    for _ in range(200):
+        answer = await peer.read_pdu()
+        assert answer.type == 0x04 and len(answer.body) <= 7
+        ((context, control, value),) = answer.pdvs()
+        assert context == 1 and control & 1
+        data += value
+        if control & 2:
+            break
+    rsp = parse_command(data)
+    assert rsp[0x00000900] == b"\x00\x00" and rsp[0x00000120] == b"\x04\x00"
+    await peer.aclose()
 
 
 async def test_application_context_not_supported(
