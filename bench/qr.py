@@ -61,6 +61,7 @@ BASE_UID = "1.2.826.0.1.3680043.10.1472.7"
 STUDY_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 
 PATIENTS, STUDIES, SERIES, IMAGES = 10_000, 5, 4, 5  # 1,000,000 instances
+ROWS_VERSION = "2"  # bumped when the generated rows change, so the caches are rebuilt
 DCMTK_PATIENTS = 40  # 4,000 instances: dcmqrscp's flat index stops at 32 MiB (~4,160)
 
 SURNAMES = [
@@ -230,11 +231,11 @@ def build_index(path: Path, patients: int) -> None:
 def cached_index(patients: int) -> Path:
     path = CACHE / f"qr-index-{patients * STUDIES * SERIES * IMAGES}" / "index.sqlite"
     stamp = path.with_suffix(".done")
-    if not stamp.exists():
+    if not stamp.exists() or stamp.read_text() != ROWS_VERSION:
         start = time.perf_counter()
         print(f"building {path} ({patients * 100:,} instances) ...", flush=True)
         build_index(path, patients)
-        stamp.write_text("1")
+        stamp.write_text(ROWS_VERSION)
         print(f"  done in {time.perf_counter() - start:.1f} s", flush=True)
     return path
 
@@ -251,7 +252,7 @@ def cached_dcmqrscp_find_db(patients: int) -> Path:
 
     folder = CACHE / f"dcmqrscp-find-{patients * 100}" / "db"
     stamp = folder.parent / "done"
-    if stamp.exists():
+    if stamp.exists() and stamp.read_text() == ROWS_VERSION:
         return folder
     start = time.perf_counter()
     print(f"building dcmqrscp's index of {patients * 100:,} instances (once) ...", flush=True)
@@ -291,7 +292,7 @@ def cached_dcmqrscp_find_db(patients: int) -> Path:
     assert indexer is not None, "DCMTK's dcmqridx is not on PATH"
     for chunk in range(0, len(files), 1000):
         subprocess.run([indexer, str(folder), *files[chunk : chunk + 1000]], check=True, env=ENV)
-    stamp.write_text("1")
+    stamp.write_text(ROWS_VERSION)
     print(f"  done in {time.perf_counter() - start:.1f} s", flush=True)
     return folder
 
@@ -418,7 +419,10 @@ def serve_main(index_path: str, root: str, port: int, peers: Sequence[str]) -> N
         if ds is None or "QueryRetrieveLevel" not in ds:
             raise QueryError("QueryRetrieveLevel is missing")
         query = {
-            e.keyword: (e.VR, "" if e.value is None else str(e.value))
+            e.keyword: (
+                e.VR,
+                "\\".join(str(v) for v in e.value) if e.VM > 1 else str(e.value or ""),
+            )
             for e in ds
             if e.keyword and e.keyword not in ("QueryRetrieveLevel", "SpecificCharacterSet")
         }
@@ -706,11 +710,16 @@ def markdown(find: list[FindRow], retrieve: list[RetrieveRow]) -> str:
     lines += ["", f"### C-MOVE / C-GET throughput ({retrieve[0].count if retrieve else 0} CT instances, "
               "512x512x16 bit, one request)", "",
               "| operation | server | client | images/s | seconds | vs DCMTK |", "|---|---|---|---|---|---|"]  # fmt: skip
-    base = {(r.operation, r.client): r.rate for r in retrieve if r.server.startswith("DCMTK")}
+    base = {
+        (r.operation, r.client): r.rate
+        for r in retrieve
+        if r.server.startswith("DCMTK") and not r.problem
+    }
     for r in retrieve:
         ref = base.get((r.operation, r.client))
         ratio = f"{r.rate / ref:.2f}x" if r.rate and ref else ""
-        rate = f"{r.rate:.0f}" if r.rate else f"FAILED: {r.problem}"
+        rate = f"FAILED: {r.problem}" if r.problem or not r.rate else f"{r.rate:.0f}"
+        ratio = "" if r.problem else ratio
         secs = f"{r.seconds:.2f}" if r.seconds else ""
         lines.append(f"| {r.operation} | {r.server} | {r.client} | {rate} | {secs} | {ratio} |")
     return "\n".join(lines)
