@@ -40,19 +40,22 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def _run(coro: Any) -> Any:
+    """Run ``coro`` on uvloop when it is installed (the ``fast`` extra), else on asyncio's loop."""
     try:
         import uvloop
-
-        return uvloop.run(coro)
     except ImportError:
         return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="dicomnet")
 def main() -> None:
-    """DICOM networking: verify, send and receive instances (DCMTK's echoscu, storescu and
-    storescp in one command)."""
+    """DICOM networking: verify, send, receive, query and retrieve instances (DCMTK's echoscu,
+    storescu, storescp, findscu, movescu and getscu in one command).
+
+    `dicomnet CMD --help` documents each command.
+    """
 
 
 # --- echo -----------------------------------------------------------------------------------------
@@ -60,7 +63,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("host")
-@click.argument("port", type=int)
+@click.argument("port", type=click.IntRange(1, 65535))
 @click.option("--aet", default="DICOMNET", show_default=True, help="Our (calling) AE title.")
 @click.option("--aec", default="ANY-SCP", show_default=True, help="The peer's (called) AE title.")
 @click.option(
@@ -72,11 +75,15 @@ def main() -> None:
     help="C-ECHOs to send in one association.",
 )
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for each answer.")
-@click.option("-v", "--verbose", count=True)
+@click.option("-v", "--verbose", count=True, help="Log the association (-vv: and every PDU).")
 def echo(
     host: str, port: int, aet: str, aec: str, count: int, timeout: float, verbose: int
 ) -> None:
-    """Verify a peer with C-ECHO; prints each status and round-trip time."""
+    """Verify a peer with C-ECHO (like DCMTK's echoscu); prints each status and round-trip time.
+
+    Exit code: 0 when every C-ECHO succeeded, 1 when one answered another status, 2 when the
+    peer could not be reached or rejected the association.
+    """
     _setup_logging(verbose, quiet=verbose == 0)
 
     async def go() -> int:
@@ -98,15 +105,16 @@ def echo(
                 times.append(elapsed)
                 if status != 0:
                     failures += 1
-                if count <= 10 or i == count - 1:
+                if count <= 10 or i == count - 1 or status != 0:
                     click.echo(
-                        f"C-ECHO {i + 1}/{count}: {describe(status)} in {elapsed * 1000:.2f} ms"
+                        f"C-ECHO {i + 1}/{count} to {aec}@{host}:{port}: {describe(status)} "
+                        f"in {elapsed * 1000:.2f} ms"
                     )
             if count > 1:
                 total = sum(times)
                 click.echo(
                     f"{count} echoes in {total:.3f} s: {count / total:.0f}/s, "
-                    f"mean {total / count * 1000:.3f} ms"
+                    f"mean {total / count * 1000:.3f} ms, {failures} failed"
                 )
         return 1 if failures else 0
 
@@ -114,6 +122,7 @@ def echo(
 
 
 def _client_main(go: Any) -> int:
+    """Run a client coroutine factory; association-level errors print one line and give 2."""
     try:
         return int(_run(go()))
     except AssociationRejected as exc:
@@ -123,6 +132,7 @@ def _client_main(go: Any) -> int:
         click.echo(f"error: {exc}", err=True)
         return 2
     except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
         return 130
 
 
@@ -141,13 +151,29 @@ def _iter_paths(paths: Sequence[str], recursive: bool) -> Iterator[Path]:
             yield path
 
 
+def _scan(paths: Sequence[str], recursive: bool) -> tuple[list[FileInfo], list[tuple[Path, str]]]:
+    """The DICOM files among ``paths`` (their meta information only) and the skipped ones."""
+    files: list[FileInfo] = []
+    skipped: list[tuple[Path, str]] = []
+    for path in _iter_paths(paths, recursive):
+        try:
+            files.append(read_file_info(path))
+        except NotDicomError as exc:
+            skipped.append((path, str(exc)))
+        except OSError as exc:
+            skipped.append((path, f"{path}: {exc.strerror or exc}"))
+        except Exception as exc:  # pydicom's own errors on broken meta information
+            skipped.append((path, f"{path}: not readable as DICOM ({exc})"))
+    return files, skipped
+
+
 @main.command()
 @click.argument("host")
-@click.argument("port", type=int)
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("port", type=click.IntRange(1, 65535))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--aet", default="DICOMNET", show_default=True, help="Our (calling) AE title.")
 @click.option("--aec", default="ANY-SCP", show_default=True, help="The peer's (called) AE title.")
-@click.option("-r", "--recursive", is_flag=True, help="Descend into folders.")
+@click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folders.")
 @click.option(
     "--max-pdu",
     default=1 << 20,
@@ -163,8 +189,8 @@ def _iter_paths(paths: Sequence[str], recursive: bool) -> Iterator[Path]:
     help="Requests outstanding at once (asynchronous operations window; 0 = unlimited).",
 )
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for each answer.")
-@click.option("-q", "--quiet", is_flag=True, help="Only the summary.")
-@click.option("-v", "--verbose", count=True)
+@click.option("-q", "--quiet", is_flag=True, help="Only the summary and the failures.")
+@click.option("-v", "--verbose", count=True, help="Log the association (-vv: and every PDU).")
 def store(
     host: str,
     port: int,
@@ -178,23 +204,23 @@ def store(
     quiet: bool,
     verbose: int,
 ) -> None:
-    """Send DICOM files and folders with C-STORE, proposing each file's own SOP class and
-    transfer syntax. Files that are not DICOM are reported and skipped."""
+    """Send DICOM files and folders with C-STORE (like DCMTK's storescu).
+
+    All files go in one association (more only when they need over 128 presentation contexts),
+    proposing each file's own SOP class and transfer syntax; the data sets are streamed from
+    disk, not re-encoded. Files that are not DICOM are reported and skipped. A progress bar
+    (files, MB, MB/s) on a terminal, one line per file otherwise, and a summary at the end.
+
+    Exit code: 0 when every DICOM file was stored (success or warning), 1 when any failed or
+    none was found, 2 when the peer could not be reached or rejected the association.
+    """
     _setup_logging(verbose, quiet=verbose == 0)
-    files: list[FileInfo] = []
-    skipped: list[tuple[Path, str]] = []
-    for path in _iter_paths(paths, recursive):
-        try:
-            files.append(read_file_info(path))
-        except (NotDicomError, OSError) as exc:
-            skipped.append((path, str(exc)))
-        except Exception as exc:  # pydicom's own errors on broken meta information
-            skipped.append((path, f"{path}: not readable as DICOM ({exc})"))
+    files, skipped = _scan(paths, recursive)
     for _path, why in skipped:
         click.echo(f"skipped: {why}", err=True)
     if not files:
-        click.echo("nothing to send", err=True)
-        sys.exit(1 if skipped else 0)
+        click.echo(f"nothing to send: no DICOM file among {len(skipped)} files", err=True)
+        sys.exit(1)
     sys.exit(
         _client_main(
             lambda: _store(
@@ -205,18 +231,21 @@ def store(
 
 
 def _contexts_for(files: Sequence[FileInfo]) -> list[list[ProposedContext]]:
-    """Group the files' (SOP class, transfer syntax) pairs into associations of at most 128
-    presentation contexts."""
+    """Group the files' (SOP class, transfer syntax) pairs into associations of at most
+    ``MAX_CONTEXTS`` presentation contexts (PS3.8 §9.3.2.2: odd context IDs 1-255)."""
     pairs: dict[tuple[str, str], None] = {}
     for f in files:
         pairs[(f.sop_class_uid, f.transfer_syntax)] = None
     groups: list[list[ProposedContext]] = [[]]
     for sop_class, ts in pairs:
-        if len(groups[-1]) == 128:
+        probe = CStoreRequest(sop_class_uid=sop_class, transfer_syntax=ts).contexts()
+        if len(groups[-1]) + len(probe) > MAX_CONTEXTS:
             groups.append([])
-        probe = CStoreRequest(sop_class_uid=sop_class, transfer_syntax=ts)
-        groups[-1].extend(probe.contexts())
+        groups[-1].extend(probe)
     return groups
+
+
+MAX_CONTEXTS = 128
 
 
 async def _store(
@@ -234,7 +263,6 @@ async def _store(
     from rich.progress import (
         BarColumn,
         DownloadColumn,
-        MofNCompleteColumn,
         Progress,
         TextColumn,
         TimeRemainingColumn,
@@ -243,31 +271,36 @@ async def _store(
 
     total_bytes = sum(f.size for f in files)
     interactive = sys.stdout.isatty() and not quiet
-    sent = warnings = 0
+    sent = warnings = done = 0
     failures: list[tuple[Path, str]] = []
     start = time.perf_counter()
     progress = Progress(
-        TextColumn("[bold]store"),
+        TextColumn("[bold]store[/]"),
         BarColumn(),
-        MofNCompleteColumn(),
+        TextColumn("{task.fields[done]}/{task.fields[count]} files"),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         disable=not interactive,
     )
     groups = _contexts_for(files)
+    group_of: dict[tuple[str, str], int] = {}
+    for i, group in enumerate(groups):
+        for ctx in group:
+            group_of.setdefault((ctx.abstract_syntax, ctx.transfer_syntaxes[0]), i)
     by_group: list[list[FileInfo]] = [[] for _ in groups]
     for f in files:
-        for i, group in enumerate(groups):
-            if any(
-                c.abstract_syntax == f.sop_class_uid and c.transfer_syntaxes[0] == f.transfer_syntax
-                for c in group
-            ):
-                by_group[i].append(f)
-                break
+        by_group[group_of[(f.sop_class_uid, f.transfer_syntax)]].append(f)
+
     with progress:
-        files_task = progress.add_task("files", total=len(files))
-        bytes_task = progress.add_task("bytes", total=total_bytes, visible=False)
+        task = progress.add_task("store", total=total_bytes, done=0, count=len(files))
+
+        def finished(info: FileInfo, line: str | None) -> None:
+            nonlocal done
+            done += 1
+            progress.update(task, advance=info.size, done=done)
+            if line is not None and not interactive and not quiet:
+                click.echo(line)
 
         def on_response(request: Request, response: Any) -> None:
             nonlocal sent, warnings
@@ -276,20 +309,20 @@ async def _store(
             cat = category(status)
             if cat is StatusCategory.PENDING:
                 return
+            path = request.file.path
             if cat is StatusCategory.SUCCESS:
                 sent += 1
-            elif cat is StatusCategory.WARNING:
+                finished(request.file, f"stored: {path}")
+                return
+            comment = getattr(response, "error_comment", None)
+            why = describe(status) + (f": {comment}" if comment else "")
+            if cat is StatusCategory.WARNING:
                 sent += 1
                 warnings += 1
+                finished(request.file, f"stored with warning: {path}: {why}")
             else:
-                comment = getattr(response, "error_comment", None)
-                failures.append(
-                    (request.file.path, describe(status) + (f": {comment}" if comment else ""))
-                )
-            progress.advance(files_task)
-            progress.advance(bytes_task, request.file.size)
-            if not interactive and not quiet:
-                click.echo(f"{describe(status)}  {request.file.path}")
+                failures.append((path, why))
+                finished(request.file, f"failed: {path}: {why}")
 
         for contexts, group_files in zip(groups, by_group, strict=True):
             if not group_files:
@@ -323,34 +356,49 @@ async def _store(
                 await client.send()
                 for request in requests:
                     if request.error is not None and request.file is not None:
-                        failures.append((request.file.path, str(request.error)))
-                        progress.advance(files_task)
-    elapsed = time.perf_counter() - start
+                        failures.append((request.file.path, f"not sent: {request.error}"))
+                        finished(request.file, f"failed: {request.file.path}: {request.error}")
+    elapsed = max(time.perf_counter() - start, 1e-9)
     mb = total_bytes / 1e6
     click.echo(
         f"sent {sent} of {len(files)} files ({mb:.1f} MB) in {elapsed:.2f} s "
         f"({len(files) / elapsed:.1f} files/s, {mb / elapsed:.1f} MB/s); "
-        f"{warnings} warnings, {len(failures)} failures, {skipped} skipped"
+        f"{warnings} warnings, {len(failures)} failed, {skipped} skipped (not DICOM)"
     )
     for path, why in failures:
         click.echo(f"failed: {path}: {why}", err=True)
-    return 1 if failures or skipped else 0
+    return 1 if failures else 0
 
 
 # --- serve ----------------------------------------------------------------------------------------
 
 
-def _load_config(path: str | None) -> dict[str, Any]:
+def _load_config(path: str | None, known: set[str]) -> dict[str, Any]:
+    """The ``[serve]`` table of a TOML file (or its top level), keys as the options' long names
+    with ``_`` or ``-``; unknown keys are an error, not silently ignored."""
     if not path:
         return {}
-    with open(path, "rb") as f:
-        data = tomllib.load(f)
-    return dict(data.get("serve", data))
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise click.BadParameter(f"{path}: {exc}", param_hint="--config") from None
+    table = data.get("serve", data)
+    if not isinstance(table, dict):
+        raise click.BadParameter(f"{path}: [serve] is not a table", param_hint="--config")
+    cfg = {str(k).replace("-", "_"): v for k, v in table.items()}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise click.BadParameter(
+            f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+            param_hint="--config",
+        )
+    return cfg
 
 
 @main.command()
 @click.option("--host", default=None, help="Address to listen on.  [default: 127.0.0.1]")
-@click.option("--port", default=None, type=int, help="Port to listen on.  [default: 11112]")
+@click.option("--port", default=None, type=click.IntRange(0, 65535), help="Port.  [default: 11112]")
 @click.option(
     "--aet",
     default=None,
@@ -364,7 +412,7 @@ def _load_config(path: str | None) -> dict[str, Any]:
 @click.option(
     "--layout",
     default=None,
-    help="Path of an instance under the folder.  "
+    help="Path of an instance under the folder, from attributes that are UIDs.  "
     "[default: {StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm]",
 )
 @click.option(
@@ -383,14 +431,22 @@ def _load_config(path: str | None) -> dict[str, Any]:
     "--max-associations", default=None, type=int, help="Associations at once.  [default: 64]"
 )
 @click.option(
+    "--shutdown-timeout",
+    default=None,
+    type=float,
+    help="On SIGINT/SIGTERM, seconds running associations get to finish before they are "
+    "aborted (a second signal aborts at once).  [default: 10]",
+)
+@click.option(
     "--config",
     "config_path",
     default=None,
     type=click.Path(exists=True, dir_okay=False),
-    help="TOML file with any of these options (a [serve] table or top level).",
+    help="TOML file with any of these options (a [serve] table or top level; "
+    "command-line options win).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
-@click.option("-v", "--verbose", count=True)
+@click.option("-v", "--verbose", count=True, help="Debug logging (-v), with PDU dumps.")
 def serve(
     host: str | None,
     port: int | None,
@@ -401,67 +457,95 @@ def serve(
     allow_ae: tuple[str, ...],
     no_fsync: bool | None,
     max_associations: int | None,
+    shutdown_timeout: float | None,
     config_path: str | None,
     quiet: bool,
     verbose: int,
 ) -> None:
-    """Run a storage node: Verification and Storage SCP for every storage SOP class and every
-    transfer syntax pydicom knows."""
+    """Run a storage node (like DCMTK's storescp): Verification and Storage SCP for every
+    storage SOP class and every transfer syntax pydicom knows.
+
+    Each instance is received into a temporary file and renamed to
+    STORAGE/<StudyUID>/<SeriesUID>/<SOPUID>.dcm only when complete; a log line per association
+    and per instance. SIGINT/SIGTERM stop it cleanly: running associations finish (or are
+    aborted after --shutdown-timeout) and no partial file is left. `dicomnet serve` alone
+    listens on 127.0.0.1:11112 as DICOMNET and stores into ./dicom-store.
+    """
     from dicomnet.archive.storage import DEFAULT_LAYOUT
     from dicomnet.server import DicomServer, ServerLimits
     from dicomnet.services.storage import StorageService
 
     _setup_logging(verbose, quiet)
-    cfg = _load_config(config_path)
+    ctx = click.get_current_context()
+    known = {p.name for p in ctx.command.params if p.name} - {"config_path", "quiet", "verbose"}
+    cfg = _load_config(config_path, known)
 
     def pick(value: Any, key: str, default: Any) -> Any:
-        return (
-            value
-            if value not in (None, ())
-            else cfg.get(key.replace("-", "_"), cfg.get(key, default))
-        )
+        return value if value not in (None, ()) else cfg.get(key.replace("-", "_"), default)
 
-    host_v = pick(host, "host", "127.0.0.1")
-    port_v = int(pick(port, "port", 11112))
-    aet_v = str(pick(aet, "aet", "DICOMNET"))
-    storage_v = Path(pick(storage, "storage", "dicom-store"))
-    layout_v = str(pick(layout, "layout", DEFAULT_LAYOUT))
-    allowed = list(pick(allow_ae, "allow-ae", []))
-    fsync = not bool(pick(no_fsync, "no-fsync", False))
-    strict = bool(pick(strict_aet, "strict-aet", False))
-    limits = ServerLimits(max_associations=int(pick(max_associations, "max-associations", 64)))
-    factory = StorageService.factory(
-        storage_v,
-        layout=layout_v,
-        ae_title=aet_v if strict else None,
-        allowed_calling_aes=allowed,
-        fsync=fsync,
-    )
+    try:
+        host_v = str(pick(host, "host", "127.0.0.1"))
+        port_v = int(pick(port, "port", 11112))
+        aet_v = str(pick(aet, "aet", "DICOMNET"))
+        storage_v = Path(pick(storage, "storage", "dicom-store"))
+        layout_v = str(pick(layout, "layout", DEFAULT_LAYOUT))
+        allowed_raw = pick(allow_ae, "allow-ae", [])
+        allowed = [allowed_raw] if isinstance(allowed_raw, str) else [str(a) for a in allowed_raw]
+        fsync = not bool(pick(no_fsync, "no-fsync", False))
+        strict = bool(pick(strict_aet, "strict-aet", False))
+        grace = float(pick(shutdown_timeout, "shutdown-timeout", 10.0))
+        limits = ServerLimits(max_associations=int(pick(max_associations, "max-associations", 64)))
+        factory = StorageService.factory(
+            storage_v,
+            layout=layout_v,
+            ae_title=aet_v if strict else None,
+            allowed_calling_aes=allowed,
+            fsync=fsync,
+        )
+    except (TypeError, ValueError) as exc:
+        raise click.UsageError(f"bad option value: {exc}") from None
+    except OSError as exc:
+        raise click.UsageError(f"cannot use storage folder {storage_v}: {exc}") from None
 
     async def go() -> None:
         server = DicomServer(factory, host_v, port_v, limits=limits)
         await server.start()
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         log.info(
-            "dicomnet serve: AE %s on %s:%d, storing into %s",
+            "AE %s on %s:%d, storing into %s%s",
             aet_v,
             host_v,
             server.port,
             storage_v.resolve(),
+            f", calling AE titles allowed: {', '.join(allowed)}" if allowed else "",
         )
         click.echo(
             f"dicomnet serve: listening on {host_v}:{server.port} as {aet_v}, "
-            f"storing into {storage_v}",
+            f"storing into {storage_v} (Ctrl-C to stop)",
             err=True,
         )
         await stop.wait()
-        log.info("shutting down: waiting for running associations")
-        await server.close(abort_after=10.0)
+        log.info(
+            "stopping: %d running association(s) get %.0f s to finish (signal again to abort)",
+            server.active,
+            grace,
+        )
+        now = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, now.set)
+        closing = asyncio.ensure_future(server.close(abort_after=grace))
+        second = asyncio.ensure_future(now.wait())
+        await asyncio.wait({closing, second}, return_when=asyncio.FIRST_COMPLETED)
+        if not closing.done():
+            log.warning("second signal: aborting %d running association(s)", server.active)
+            await server.close(abort_after=0)
+        await closing
+        second.cancel()
         _clean_incoming(storage_v / ".incoming")
-        log.info("stopped after %d associations", server.associations_served)
+        log.info("stopped after %d association(s)", server.associations_served)
 
     try:
         _run(go())
@@ -471,13 +555,25 @@ def serve(
 
 
 def _clean_incoming(folder: Path) -> None:
-    """Remove temporary files left by transfers that did not complete."""
-    if folder.is_dir():
-        for leftover in folder.glob(".dicomnet-*.part"):
+    """Remove temporary files left by transfers that did not complete, then the empty
+    temporary folders."""
+    if not folder.is_dir():
+        return
+    for leftover in folder.rglob(".dicomnet-*.part"):
+        try:
+            os.unlink(leftover)
+        except OSError:
+            pass
+    for sub in sorted(folder.glob(".dicomnet-*"), reverse=True):
+        if sub.is_dir():
             try:
-                os.unlink(leftover)
+                sub.rmdir()
             except OSError:
                 pass
+    try:
+        folder.rmdir()
+    except OSError:  # not empty: something else lives there
+        pass
 
 
 from dicomnet.cli.qr import COMMANDS as _QR_COMMANDS  # noqa: E402  (find, move, get)
