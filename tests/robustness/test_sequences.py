@@ -10,11 +10,14 @@ import struct
 
 import pytest
 
+from dicomnet import DicomClient
+from tests.helpers import make_ct
 from tests.robustness.conftest import (
     ARTIM,
     VERIFICATION,
     Running,
     associate_rq,
+    c_echo_rq,
     c_store_rq,
     command_set,
     ct_dataset,
@@ -169,4 +172,49 @@ async def test_trickled_associate_rq_is_cut_by_artim(
     assert loop.time() - start < ARTIM + 8
     logged(caplog, "ARTIM")
     await peer.aclose()
+    await server.echo_works()
+
+
+async def test_bad_peers_do_not_disturb_a_good_one(
+    server: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While twenty peers misbehave at once (garbage, lying lengths, PDUs out of order, an
+    abort mid data set), a normal client stores its instances on its own association."""
+    bad_inputs = [
+        b"\xff" * 100,
+        struct.pack(">BBI", 0x01, 0, 0xFFFFFFFF),
+        p_data(pdv(1, c_echo_rq(), command=True)),
+        release_rq(),
+        associate_rq()[:50],
+    ]
+
+    async def misbehave(n: int) -> None:
+        peer = await server.peer()
+        try:
+            if n % 2:
+                await peer.associate()
+                await peer.send(_partial_store(f"1.2.3.4.5.7.{n}"))
+                await peer.send(pdu(0x07, bytes(4)))
+            else:
+                await peer.send(bad_inputs[n // 2 % len(bad_inputs)])
+            await peer.closed_by_server(timeout=ARTIM + 8)
+        except ConnectionError:
+            pass
+        finally:
+            await peer.aclose()
+
+    datasets = [make_ct(rows=16, columns=16) for _ in range(5)]
+
+    async def behave() -> list[int]:
+        async with DicomClient("127.0.0.1", server.port, "GOOD", "ANY-SCP") as client:
+            return [await client.c_store(ds) for ds in datasets]
+
+    *_, statuses = await asyncio.gather(*(misbehave(n) for n in range(20)), behave())
+    assert statuses == [0] * 5
+    for ds in datasets:
+        path = server.root / ds.StudyInstanceUID / ds.SeriesInstanceUID
+        assert (path / f"{ds.SOPInstanceUID}.dcm").is_file()
+    await server.wait_idle()
+    instances = [p for p in server.stored_files() if server.temp_dir not in p.parents]
+    assert len(instances) == len(datasets), instances
     await server.echo_works()
