@@ -49,6 +49,8 @@ from dicomnet.sinks import DatasetSink
 
 log = logging.getLogger("dicomnet.association")
 
+_DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
+
 # Largest data set fragment we send when the peer allows more (or "unlimited").
 MAX_SEND_FRAGMENT = 1 << 20
 
@@ -409,7 +411,11 @@ class Association(asyncio.BufferedProtocol):
             await self._send_file(context_id, dataset, limit)
 
     async def _send_file(self, context_id: int, info: FileInfo, limit: int) -> None:
-        remaining = info.dataset_length
+        file_end = info.offset + info.dataset_length
+        # PS3.5 §A.5: an odd-length deflated bit stream gets one trailing NUL byte (files that
+        # lack it exist; strict peers such as DCMTK abort on an odd fragment length).
+        pad = info.dataset_length % 2 if info.transfer_syntax == _DEFLATED else 0
+        remaining = info.dataset_length + pad
         if remaining == 0:
             self._write(encode_pdata_header(context_id, False, True, 0))
             return
@@ -419,14 +425,15 @@ class Association(asyncio.BufferedProtocol):
             offset = info.offset
             while remaining > 0:
                 n = min(chunk, remaining)
+                want = min(n, file_end - offset)  # n - 1 for the padded last fragment
                 # A fresh buffer per PDU: a transport may keep a reference to what it could
                 # not send yet, so a reused buffer could be overwritten before it leaves.
                 buf = bytearray(12 + n)
-                got = os.preadv(fd, [memoryview(buf)[12:]], offset)
-                if got != n:
+                got = os.preadv(fd, [memoryview(buf)[12 : 12 + want]], offset) if want else 0
+                if got != want:
                     raise DicomNetError(
-                        f"{info.path}: file shrank while being sent (read {got} of {n} bytes "
-                        f"at offset {offset})"
+                        f"{info.path}: file shrank while being sent (read {got} of {want} "
+                        f"bytes at offset {offset})"
                     )
                 remaining -= n
                 offset += n
