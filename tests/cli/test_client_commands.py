@@ -1,0 +1,219 @@
+"""``dicomnet echo`` and ``dicomnet store`` as subprocesses, against DCMTK's storescp and against
+``dicomnet serve``: statuses, round-trip times, summaries, exit codes, the files on the other
+side byte for byte, skipped non-DICOM files, rejected AE titles and the progress bar on a
+terminal."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import subprocess
+from collections.abc import Callable
+
+import pytest
+from pydicom import dcmread
+
+from tests.cli.conftest import DICOMNET, IN_SUBFOLDER, Mixed, Serve, dataset_bytes, dicomnet
+from tests.interop.conftest import DcmtkStorescp
+
+pytestmark = pytest.mark.interop
+
+DEFLATED = "1.2.840.10008.1.2.1.99"
+SUMMARY = re.compile(
+    r"sent (\d+) of (\d+) files \([\d.]+ MB\) in [\d.]+ s \([\d.]+ files/s, [\d.]+ MB/s\); "
+    r"(\d+) warnings, (\d+) failed, (\d+) skipped \(not DICOM\)"
+)
+
+
+def summary(stdout: str) -> tuple[int, int, int, int, int]:
+    """(sent, total, warnings, failed, skipped) from the last line of ``dicomnet store``."""
+    match = SUMMARY.search(stdout)
+    assert match, stdout
+    sent, total, warnings, failed, skipped = map(int, match.groups())
+    return sent, total, warnings, failed, skipped
+
+
+# --- against DCMTK storescp -----------------------------------------------------------------------
+
+
+def test_echo_against_storescp(dcmtk_storescp: Callable[..., DcmtkStorescp]) -> None:
+    scp = dcmtk_storescp()
+    result = dicomnet("echo", "127.0.0.1", str(scp.port), "--aec", "STORESCP", "--count", "3")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("C-ECHO")]
+    assert len(lines) == 3
+    for i, line in enumerate(lines, 1):
+        assert re.match(
+            rf"C-ECHO {i}/3 to STORESCP@127\.0\.0\.1:\d+: 0x0000 Success .* in [\d.]+ ms$", line
+        ), line
+    assert "3 echoes in" in result.stdout and "0 failed" in result.stdout
+
+
+def test_store_mixed_folder_into_storescp(
+    dcmtk_storescp: Callable[..., DcmtkStorescp], mixed: Mixed
+) -> None:
+    """storescp (+xa: every transfer syntax it knows) stores them all but one: rtplan.dcm's meta
+    information names another SOP Instance UID than its data set, which DCMTK answers with
+    0xA900. The deflated file has an odd length and is padded on the wire (PS3.5 §A.5)."""
+    scp = dcmtk_storescp(extra=["+xa"])
+    result = dicomnet(
+        "store", "127.0.0.1", str(scp.port), str(mixed.folder), "-r", "--aec", "STORESCP"
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert summary(result.stdout) == (7, 8, 0, 1, 2)
+    assert re.search(r"failed: \S*rtplan\.dcm: 0xA900 ", result.stderr), result.stderr
+    for bad in mixed.not_dicom:
+        assert f"skipped: {bad}" in result.stderr
+    received = {str(dcmread(p).SOPInstanceUID) for p in scp.folder.iterdir()}
+    for name, info in mixed.files.items():
+        if name != "rtplan.dcm":
+            assert info.sop_instance_uid in received, name
+
+
+def test_store_fails_when_the_peer_refuses_the_transfer_syntaxes(
+    dcmtk_storescp: Callable[..., DcmtkStorescp], mixed: Mixed
+) -> None:
+    """Plain storescp accepts only uncompressed syntaxes: the compressed files fail with the
+    reason, the others are stored, exit code 1."""
+    scp = dcmtk_storescp()
+    files = [str(mixed.folder / n) for n in ("CT_small.dcm", "JPEG2000.dcm", "MR_small_RLE.dcm")]
+    result = dicomnet("store", "127.0.0.1", str(scp.port), *files, "--aec", "STORESCP")
+    assert result.returncode == 1
+    assert summary(result.stdout) == (1, 3, 0, 2, 0)
+    assert "failed: " + files[1] + ": not sent: the peer accepted no presentation context" in (
+        result.stderr
+    )
+    assert f"failed: {files[2]}: not sent: the peer accepted no presentation context" in (
+        result.stderr
+    )
+
+
+# --- against dicomnet serve -----------------------------------------------------------------------
+
+
+def test_echo_against_serve(serve: Callable[..., Serve]) -> None:
+    server = serve()
+    result = dicomnet("echo", "127.0.0.1", str(server.port), "-c", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("0x0000 Success") == 2
+
+
+def test_store_mixed_folder_into_serve_byte_for_byte(
+    serve: Callable[..., Serve], mixed: Mixed
+) -> None:
+    server = serve()
+    result = dicomnet("store", "127.0.0.1", str(server.port), str(mixed.folder), "--recursive")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert summary(result.stdout) == (8, 8, 0, 0, 2)
+    for bad in mixed.not_dicom:
+        assert f"skipped: {bad}: not a DICOM Part 10 file" in result.stderr
+    # One quiet line per file when stdout is not a terminal.
+    assert result.stdout.count("stored: ") == 8
+    stored = server.stored()
+    assert len(stored) == 8
+    for name, info in mixed.files.items():
+        ds = dcmread(info.path, stop_before_pixels=True)
+        path = (
+            server.storage
+            / str(ds.StudyInstanceUID)
+            / str(ds.SeriesInstanceUID)
+            / f"{info.sop_instance_uid}.dcm"
+        )
+        assert path.is_file(), name
+        expected = dataset_bytes(info.path)
+        if info.transfer_syntax == DEFLATED and len(expected) % 2:
+            expected += b"\x00"  # padded to even length on the wire (PS3.5 §A.5)
+        assert dataset_bytes(path) == expected, name
+        meta = dcmread(path, stop_before_pixels=True).file_meta
+        assert meta.MediaStorageSOPClassUID == info.sop_class_uid
+        assert meta.MediaStorageSOPInstanceUID == info.sop_instance_uid
+        assert meta.TransferSyntaxUID == info.transfer_syntax
+    assert "association accepted" in server.log
+    assert server.log.count(" stored ") == 8  # a log line per instance
+
+
+def test_store_without_recursive_skips_subfolders(
+    serve: Callable[..., Serve], mixed: Mixed
+) -> None:
+    server = serve()
+    result = dicomnet("store", "127.0.0.1", str(server.port), str(mixed.folder), "-q")
+    assert result.returncode == 0, result.stderr
+    top = len(mixed.files) - len(IN_SUBFOLDER)
+    assert summary(result.stdout) == (top, top, 0, 0, 2)
+    assert "stored: " not in result.stdout  # --quiet: the summary only
+    assert len(server.stored()) == top
+
+
+def test_store_only_non_dicom_files_fails(serve: Callable[..., Serve], mixed: Mixed) -> None:
+    server = serve()
+    result = dicomnet("store", "127.0.0.1", str(server.port), *map(str, mixed.not_dicom))
+    assert result.returncode == 1
+    assert "nothing to send: no DICOM file among 2 files" in result.stderr
+
+
+def test_store_missing_path_is_a_usage_error(mixed: Mixed) -> None:
+    result = dicomnet("store", "127.0.0.1", "11112", str(mixed.folder / "missing.dcm"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+def test_store_to_nobody_fails_clearly(mixed: Mixed) -> None:
+    from tests.helpers import free_port
+
+    port = free_port()  # nothing listens there
+    result = dicomnet("store", "127.0.0.1", str(port), str(mixed.folder / "CT_small.dcm"))
+    assert result.returncode == 2
+    assert f"error: cannot connect to 127.0.0.1:{port}" in result.stderr
+
+
+def test_rejected_calling_ae_title(serve: Callable[..., Serve], mixed: Mixed) -> None:
+    server = serve("--allow-ae", "GOOD", "--allow-ae", "ALSO-GOOD")
+    ct = str(mixed.folder / "CT_small.dcm")
+    result = dicomnet("store", "127.0.0.1", str(server.port), ct, "--aet", "INTRUDER")
+    assert result.returncode == 2
+    assert "rejected" in result.stderr
+    assert "calling AE title not recognized" in result.stderr
+    echo = dicomnet("echo", "127.0.0.1", str(server.port))  # default calling AE DICOMNET
+    assert echo.returncode == 2 and "calling AE title not recognized" in echo.stderr
+    assert server.stored() == []
+    ok = dicomnet("store", "127.0.0.1", str(server.port), ct, "--aet", "ALSO-GOOD")
+    assert ok.returncode == 0, ok.stderr
+    assert len(server.stored()) == 1
+
+
+def test_progress_bar_on_a_terminal(serve: Callable[..., Serve], mixed: Mixed) -> None:
+    """On a terminal: a rich progress bar with files, MB and MB/s instead of a line per file."""
+    server = serve()
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*DICOMNET, "store", "127.0.0.1", str(server.port), str(mixed.folder), "-r"],
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
+        )
+        os.close(terminal)
+        terminal = -1
+        out = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+        if proc.stderr:
+            proc.stderr.close()
+    finally:
+        os.close(controller)
+        if terminal != -1:
+            os.close(terminal)
+    text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", out).decode("utf-8", "replace")
+    assert "8/8 files" in text, text
+    assert re.search(r"[\d.]+/[\d.]+ [kM]B", text), text
+    assert re.search(r"[\d.]+ [kM]B/s", text), text
+    assert "stored: " not in text
+    assert summary(text) == (8, 8, 0, 0, 2)
