@@ -616,18 +616,19 @@ class _AssociationRunner:
             await self.send(item.context, _response(message, 0x0122))
             return
         self.find_requests[request.message_id] = request
+        stream: AsyncIterator[Dataset | Response] | None = None
         try:
             final: int | Response = Status.SUCCESS
-            stream: AsyncIterator[Dataset | Response] = handler(request)
+            stream = handler(request)
             async for result in stream:
-                if request.cancelled.is_set():
-                    final = Status.CANCEL
-                    break
                 if isinstance(result, Dataset):
                     result = Response(Status.PENDING, dataset=result)
                 status, extra, ds = _status_fields(result)
                 if category(status) is not StatusCategory.PENDING:
-                    final = result
+                    final = result  # also the handler's own Cancel answer (with its counts)
+                    break
+                if request.cancelled.is_set():
+                    final = Status.CANCEL
                     break
                 data = encode_dataset(ds, item.context.transfer_syntax) if ds is not None else None
                 await self.send(
@@ -643,6 +644,10 @@ class _AssociationRunner:
             final = Response(0xC000, error_comment=f"{type(exc).__name__}: {exc}"[:64])
         finally:
             self.find_requests.pop(request.message_id, None)
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:  # run the handler's cleanup now (e.g. release a C-MOVE's
+                with contextlib.suppress(Exception):  # association), not at garbage collection
+                    await aclose()
         status, extra, ds = _status_fields(final)
         data = encode_dataset(ds, item.context.transfer_syntax) if ds is not None else None
         await self.send(
