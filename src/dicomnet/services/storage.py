@@ -3,21 +3,214 @@
 Rules: success is answered only after the instance is complete on disk and renamed into place
 (fsynced first when ``fsync`` is on); a value that would make an unsafe path gets a failure status
 and nothing is written; an unexpected error is a failure status, never a crash.
+
+Index: with an ``index`` configured, the instance's row is written after the file is in place
+(a crash in between is repaired by ``archive.index.reconcile`` on the next start). The row is
+built from the first bytes received (``dataset.scan_attributes``), with no second parse of the
+file; only text that is not plain ASCII (or an unusual encoding) makes it parse the header with
+pydicom, up to the pixel data.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import queue
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
+from pydicom.datadict import tag_for_keyword
+
+from dicomnet.archive.index import Index, InstanceRecord, SQLiteIndex, reconcile
 from dicomnet.archive.storage import DEFAULT_LAYOUT, UnsafePathError, instance_path, layout_keys
+from dicomnet.dataset import scan_attributes
 from dicomnet.dimse.status import Status
 from dicomnet.negotiation import AssociationDecision, AssociationRequest
 from dicomnet.pdu import RejectReason, RejectResult, RejectSource
-from dicomnet.service import AssociationInfo, CEchoRequest, CStoreRequest, Response, Service
+from dicomnet.service import CEchoRequest, CStoreRequest, Response, Service
 
 log = logging.getLogger("dicomnet.services.storage")
+
+#: The index file inside the storage folder (hidden: the index's file walk skips it).
+INDEX_NAME = ".dicomnet-index.sqlite"
+
+
+def open_index(root: str | os.PathLike[str], *, repair: bool = True) -> SQLiteIndex:
+    """Open (creating it if needed) the index of the storage folder ``root``; with ``repair``,
+    reconcile it with the files first (index files with no row, drop rows with no file)."""
+    folder = Path(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    index = SQLiteIndex(folder / INDEX_NAME)
+    if repair:
+        added, removed = reconcile(index, folder)
+        log.info("index %s: %d files indexed, %d rows dropped", index.path, added, removed)
+    return index
+
+
+class IndexWriter:
+    """Writes index rows on a worker thread, in batches of one transaction each, so that a
+    C-STORE response never waits for SQLite (about 0.1 ms per row added one by one).
+
+    Rows become visible a moment after the store is answered: readers in this process call
+    ``flush()`` (or ``await aflush()``) first; a crash loses at most the queued rows, which
+    ``reconcile`` indexes again on the next start.
+    """
+
+    def __init__(self, index: Index, *, batch: int = 256) -> None:
+        self.index = index
+        self.batch = batch
+        self.written = 0
+        self._queue: queue.SimpleQueue[InstanceRecord | threading.Event | None] = (
+            queue.SimpleQueue()
+        )
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def add(self, record: InstanceRecord) -> None:
+        """Queue ``record`` for writing."""
+        if self._closed:
+            raise RuntimeError("the index writer is closed")
+        self._ensure_thread()
+        self._queue.put(record)
+
+    def flush(self, timeout: float | None = 60.0) -> bool:
+        """Wait until every row queued before this call is written; False on timeout."""
+        if self._thread is None:
+            return True
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    async def aflush(self, timeout: float | None = 60.0) -> bool:
+        """``flush`` without blocking the event loop (returns at once when nothing is queued)."""
+        if self._thread is None or self._queue.empty():
+            return True
+        return await asyncio.to_thread(self.flush, timeout)
+
+    def close(self, timeout: float | None = 60.0) -> None:
+        """Write what is queued and stop the worker (the index itself stays open)."""
+        self._closed = True
+        thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    thread = threading.Thread(
+                        target=self._run, name="dicomnet-index-writer", daemon=True
+                    )
+                    thread.start()
+                    self._thread = thread
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            records: list[InstanceRecord] = []
+            markers: list[threading.Event] = []
+            stop = False
+            while True:
+                if item is None:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    markers.append(item)
+                else:
+                    records.append(item)
+                if stop or len(records) >= self.batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if records:
+                self._write(records)
+            for marker in markers:
+                marker.set()
+            if stop:
+                return
+
+    def _write(self, records: list[InstanceRecord]) -> None:
+        add_many = getattr(self.index, "add_many", None)
+        try:
+            if add_many is not None:
+                add_many(records)
+            else:
+                for record in records:
+                    self.index.add(record)
+            self.written += len(records)
+        except Exception:
+            # One bad row must not lose the batch: write them one by one, logging failures.
+            for record in records:
+                try:
+                    self.index.add(record)
+                    self.written += 1
+                except Exception as exc:
+                    log.warning(
+                        "index: %s (%s) not indexed: %s", record.path, record.sop_instance_uid, exc
+                    )
+
+
+# The attributes of an index row (InstanceRecord), by record field; all before the pixel data.
+_RECORD_KEYWORDS = {
+    "patient_id": "PatientID",
+    "patient_name": "PatientName",
+    "patient_birth_date": "PatientBirthDate",
+    "patient_sex": "PatientSex",
+    "study_instance_uid": "StudyInstanceUID",
+    "series_instance_uid": "SeriesInstanceUID",
+    "study_date": "StudyDate",
+    "study_time": "StudyTime",
+    "accession_number": "AccessionNumber",
+    "study_id": "StudyID",
+    "study_description": "StudyDescription",
+    "referring_physician_name": "ReferringPhysicianName",
+    "modality": "Modality",
+    "series_number": "SeriesNumber",
+    "series_description": "SeriesDescription",
+    "body_part_examined": "BodyPartExamined",
+    "instance_number": "InstanceNumber",
+    "specific_character_set": "SpecificCharacterSet",
+}
+_RECORD_TAGS: dict[str, int] = {
+    f: int(tag_for_keyword(k) or 0) for f, k in _RECORD_KEYWORDS.items()
+}
+_TAG_SET = set(_RECORD_TAGS.values())
+
+
+def _plain(text: str) -> bool:
+    """Printable ASCII only: safe to take as it is, whatever the Specific Character Set."""
+    return all(" " <= ch <= "~" for ch in text)
+
+
+def instance_record(request: CStoreRequest, path: Path, root: Path) -> InstanceRecord:
+    """The index row of a received instance about to be saved at ``path`` under ``root``
+    (call before ``save``: the fallback parses the temporary file)."""
+    relative = path.relative_to(root)
+    found = scan_attributes(request.prefix, request.transfer_syntax, _TAG_SET)
+    if found is None or not all(_plain(v) for v in found.values()):
+        return InstanceRecord.from_dataset(
+            request.dataset, relative, 0, transfer_syntax=request.transfer_syntax
+        )
+    values = {field: found.get(tag, "").rstrip(" ") or None for field, tag in _RECORD_TAGS.items()}
+    study, series = values.pop("study_instance_uid"), values.pop("series_instance_uid")
+    if not study or not series:
+        raise ValueError("StudyInstanceUID or SeriesInstanceUID is missing; not indexed")
+    return InstanceRecord(
+        sop_instance_uid=request.sop_instance_uid.strip("\x00 "),
+        sop_class_uid=request.sop_class_uid.strip("\x00 "),
+        study_instance_uid=study,
+        series_instance_uid=series,
+        path=relative.as_posix(),
+        size=0,
+        transfer_syntax_uid=request.transfer_syntax,
+        **values,
+    )
 
 
 class StorageService(Service):
@@ -29,6 +222,8 @@ class StorageService(Service):
     ae_title: str | None = None  # when set, other called AE titles are rejected
     allowed_calling_aes: Sequence[str] = ()  # when non-empty, only these may associate
     on_stored: Callable[[CStoreRequest, Path], None] | None = None
+    index: Index | None = None  # when set, every stored instance gets its row ...
+    index_writer: IndexWriter | None = None  # ... written by this worker
 
     @classmethod
     def factory(
@@ -41,7 +236,13 @@ class StorageService(Service):
         fsync: bool = True,
         max_operations_performed: int = 1,
         on_stored: Callable[[CStoreRequest, Path], None] | None = None,
-    ) -> Callable[[AssociationInfo], StorageService]:
+        index: Index | None = None,
+        **extra: object,
+    ) -> type[StorageService]:
+        """A configured subclass (the server creates one instance per association). ``index``
+        is shared by every association (open it with ``open_index``; rows are written by the
+        class's ``index_writer``: ``close()`` it before closing the index); ``extra`` sets
+        further class attributes of subclasses."""
         layout_keys(layout)  # validate early
         root_path = Path(root)
         root_path.mkdir(parents=True, exist_ok=True)
@@ -54,6 +255,9 @@ class StorageService(Service):
             "temp_dir": root_path / ".incoming",
             "max_operations_performed": max_operations_performed,
             "on_stored": staticmethod(on_stored) if on_stored else None,
+            "index": index,
+            "index_writer": IndexWriter(index) if index is not None else None,
+            **extra,
         }
         configured = type(cls.__name__, (cls,), attrs)
         return configured
@@ -92,7 +296,19 @@ class StorageService(Service):
         except UnsafePathError as exc:
             log.warning("[%s] refused %s: %s", request.association, request.sop_instance_uid, exc)
             return Response(0xC000, error_comment=str(exc)[:64])
+        record = None
+        if self.index is not None:
+            try:
+                record = instance_record(request, path, self.root)
+            except (ValueError, OSError) as exc:
+                log.warning("[%s] %s not indexed: %s", request.association, path, exc)
         await request.save(path, fsync_dir=self.fsync)
+        if record is not None and self.index_writer is not None:
+            # After the rename: a row never names a file that is not there yet.
+            try:
+                self.index_writer.add(replace(record, size=os.stat(path).st_size))
+            except OSError as exc:  # the instance is stored; reconcile indexes it later
+                log.warning("[%s] %s not indexed: %s", request.association, path, exc)
         log.info(
             "[%s] stored %s (%d bytes) as %s",
             request.association,
