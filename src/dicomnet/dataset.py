@@ -124,16 +124,43 @@ def read_file_info(path: str | os.PathLike[str]) -> FileInfo:
         offset = 144 + group_length
         if offset > size:
             raise NotDicomError(f"{p}: group length {group_length} runs past the end of the file")
-    from pydicom.filereader import read_file_meta_info
-
-    meta = read_file_meta_info(p)
+        body = f.read(group_length) if group_length <= 1 << 20 else b""
+    if len(body) < group_length:
+        raise NotDicomError(f"{p}: File Meta Information of {group_length} bytes is implausible")
+    values = _meta_values(body, p)
     try:
-        sop_class = str(meta.MediaStorageSOPClassUID)
-        sop_instance = str(meta.MediaStorageSOPInstanceUID)
-        ts = str(meta.TransferSyntaxUID)
-    except AttributeError as exc:
-        raise NotDicomError(f"{p}: File Meta Information lacks {exc}") from exc
+        sop_class = values[0x0002]
+        sop_instance = values[0x0003]
+        ts = values[0x0010]
+    except KeyError as exc:
+        raise NotDicomError(f"{p}: File Meta Information lacks (0002,{exc.args[0]:04X})") from exc
     return FileInfo(p, sop_class, sop_instance, ts, offset, size)
+
+
+def _meta_values(data: bytes, path: Path) -> dict[int, str]:
+    """The UI values of group 0002 (Explicit VR Little Endian, PS3.10 §7.1), by element."""
+    out: dict[int, str] = {}
+    pos, end = 0, len(data)
+    while pos + 8 <= end:
+        group, elem, vr = struct.unpack_from("<HH2s", data, pos)
+        if group != 2:
+            raise NotDicomError(f"{path}: element ({group:04X},{elem:04X}) inside group 0002")
+        if vr in _EXPLICIT_LONG:
+            if pos + 12 > end:
+                break
+            (length,) = struct.unpack_from("<I", data, pos + 8)
+            pos += 12
+        else:
+            (length,) = struct.unpack_from("<H", data, pos + 6)
+            pos += 8
+        if length > end - pos:
+            raise NotDicomError(
+                f"{path}: meta element (0002,{elem:04X}) of length {length} overruns the group"
+            )
+        if vr == b"UI":
+            out[elem] = data[pos : pos + length].decode("ascii", "replace").rstrip("\x00 ")
+        pos += length
+    return out
 
 
 # --- a fast look at the first elements of a data set ---------------------------------------------
