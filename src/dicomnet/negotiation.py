@@ -344,8 +344,10 @@ def build_accept(
     invoked = _window(request.async_ops_performed, 1)
     performed = _window(request.async_ops_invoked, request.max_operations_performed)
     if rq.user_information.async_ops_window is not None:
-        # Only answer the window when one was proposed (PS3.7 D.3.3.3).
-        sub_items.append(AsynchronousOperationsWindow(invoked, performed))
+        # Only answer the window when one was proposed. Both fields keep the requestor's point
+        # of view, as in the request (PS3.7 D.3.3.3): what it may invoke (= what we perform)
+        # and what it may perform (= what we invoke).
+        sub_items.append(AsynchronousOperationsWindow(performed, invoked))
     sub_items.extend(roles_out)
     sub_items.append(ImplementationVersionName(IMPLEMENTATION_VERSION_NAME))
     for sop_class, info in request.extended_negotiation_response.items():
@@ -483,8 +485,9 @@ def read_accept(rq: A_ASSOCIATE_RQ, ac: A_ASSOCIATE_AC) -> Negotiated:
     invoked, performed = 1, 1
     if window is not None and asked_window is not None:
         # The acceptor's "performed" bounds how many we may invoke, and vice versa.
-        invoked = _window(asked_window.invoked, window.performed)
-        performed = _window(asked_window.performed, window.invoked)
+        # The answer is from our (the requestor's) point of view, never above what we asked.
+        invoked = _window(asked_window.invoked, window.invoked)
+        performed = _window(asked_window.performed, window.performed)
     identity = info.user_identity_ac
     return Negotiated(
         contexts=contexts,

@@ -227,13 +227,6 @@ def test_pynetdicom_async_window_and_contexts(  # type: ignore[no-untyped-def]
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="negotiation.py answers the window mirrored: AC invoked=min(rq performed, 1), "
-    "performed=min(rq invoked, ours); PS3.7 D.3.3.3 has the acceptor's invoked field carry how "
-    "many operations it allows the requestor to invoke (at most what was offered), as fo-dicom "
-    "reads it",
-)
 def test_pynetdicom_async_window_answer_per_ps37(threaded_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     server = threaded_server(
         StorageService.factory(tmp_path, fsync=False, max_operations_performed=4)
