@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections.abc import Coroutine
@@ -132,6 +133,7 @@ def main(argv: list[str]) -> int:
         echo.add_argument("count", type=int)
         echo.add_argument("--aec", default="ANY-SCP")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.cmd == "pynetdicom-scp":
         pynetdicom_scp(args.port, args.folder)
         return 0

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import statistics
 import sys
@@ -81,7 +82,12 @@ class Result:
     times: list[float] = field(default_factory=list)
     rss_mb: float | None = None
     cpu_s: list[float] = field(default_factory=list)
-    error: str | None = None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def error(self) -> str | None:
+        """Why the case has no result: every run it tried failed."""
+        return None if self.times or not self.failures else self.failures[-1]
 
     @property
     def best(self) -> float | None:
@@ -480,21 +486,29 @@ def run_group(group: Group, reps: int, timeout: float) -> list[Result]:
     shutil.rmtree(base, ignore_errors=True)
     try:
         for key in group.servers:
-            servers[key] = group.servers[key](base / f"scp-{key}").start()
+            try:
+                servers[key] = group.servers[key](base / f"scp-{key}").start()
+            except (OSError, RuntimeError, TimeoutError) as exc:
+                for result in results:
+                    if result.case.server == key:
+                        result.failures = [f"the SCP did not start: {exc}"] * 2
         for rep in range(reps):
             shift = rep % len(results)
             for result in results[shift:] + results[:shift]:
                 case = result.case
-                if result.error or (case.reps is not None and rep >= case.reps):
-                    continue
+                if len(result.failures) >= 2 or (case.reps is not None and rep >= case.reps):
+                    continue  # two failed runs: this case is not tried again
                 server = servers[case.server]
                 data.clear(server.folder)
                 cpu0 = server.cpu_seconds()
                 timed = run_clients(case.clients(server, base / "client"), base / "client", timeout)
                 cpu1 = server.cpu_seconds()
-                result.error = _check(case, server, timed)
-                if result.error:
-                    print(f"  {group.id} {case.label}: FAILED: {result.error}", flush=True)
+                problem = _check(case, server, timed)
+                if problem:
+                    result.failures.append(problem)
+                    print(f"  {group.id} rep {rep + 1} {case.label}: FAILED: {problem}", flush=True)
+                    if not server.alive():
+                        servers[case.server] = group.servers[case.server](server.folder).start()
                     continue
                 seconds = timed.seconds
                 if case.inner_time:
@@ -510,8 +524,9 @@ def run_group(group: Group, reps: int, timeout: float) -> list[Result]:
                     flush=True,
                 )
         for result in results:
-            if result.case.rss == "server" and not result.case.server.startswith("dcmtk-fork"):
-                result.rss_mb = servers[result.case.server].peak_rss_mb()
+            server = servers.get(result.case.server)
+            if result.case.rss == "server" and server and not result.case.server.endswith("fork"):
+                result.rss_mb = server.peak_rss_mb()
     finally:
         for server in servers.values():
             server.stop()
@@ -545,8 +560,11 @@ def table(results: list[Result]) -> list[str]:
     for r in results:
         by_group.setdefault(r.group.id, []).append(r)
     for gid, rs in by_group.items():
+        title = rs[0].group.title
         peers = {r.case.role: r.rate for r in rs if r.case.role != "dicomnet"}
-        for r in rs:
+        for n, r in enumerate(rs):
+            if n:
+                title = ""  # the workload is named on the row's first line only
             rate = r.rate
             ratios = ["", ""]
             if r.case.role == "dicomnet" and rate:
@@ -555,14 +573,16 @@ def table(results: list[Result]) -> list[str]:
                     ratios[i] = f"{rate / other:.2f}" if other else "-"
             mbs = r.case.nbytes / 1e6 / r.best if r.best and r.case.nbytes else None
             label = r.case.label + (f" ({r.case.note})" if r.case.note else "")
+            if r.failures and r.times:
+                label += f" ({len(r.failures)} failed run(s): {r.failures[-1][:200]})"
             if r.error:
                 lines.append(
-                    f"| {gid} | {r.group.title} | {label} | {r.case.count} | FAILED: {r.error} ||||||"
+                    f"| {gid} | {title} | {label} | {r.case.count} | FAILED: {r.error} | | | | | |"
                 )
                 continue
             rss = _fmt(r.rss_mb) + (" (client)" if r.case.rss == "client" and r.rss_mb else "")
             lines.append(
-                f"| {gid} | {r.group.title} | {label} | {r.case.count} | {_fmt(r.best, 3)} | "
+                f"| {gid} | {title} | {label} | {r.case.count} | {_fmt(r.best, 3)} | "
                 f"{_fmt(rate, 2 if rate and rate < 10 else 0)} {r.group.unit}/s | {_fmt(mbs, 1)} | {rss} | {ratios[0]} | {ratios[1]} |"
             )
     return lines
@@ -600,7 +620,7 @@ def write_results(
     text = [
         "# dicomnet benchmark results",
         "",
-        f"Run {now} with `python bench/run.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}` "
+        f"Run {now} with `{shlex.join(['python', 'bench/run.py', *sys.argv[1:]])}` "
         f"({elapsed:.0f} s). How each row is measured: bench/README.md.",
         "",
         f"- machine: {info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB RAM, Linux {info['kernel']}",
