@@ -149,6 +149,8 @@ def dicomnet_scp(folder: Path, *, fsync: bool = False, profile: list[str] | None
         str(port),
         "--storage",
         str(folder),
+        "--max-associations",
+        "100",  # as the pynetdicom SCP; the default 64 leaves no headroom in row 4b
         "-q",
     ]
     if not fsync:
