@@ -141,8 +141,14 @@ class Association(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.conn.buffer_updated(nbytes)
-        self.last_activity = now = self.loop.time()
-        self._dispatch(self.conn.next_events(now))
+        now = self.loop.time()
+        before = self.conn.pdus_received
+        events = self.conn.next_events(now)
+        if self.conn.pdus_received != before:
+            # Activity is a complete PDU, not a byte: a peer that trickles one byte at a time
+            # into a PDU it never finishes still reaches the idle limit.
+            self.last_activity = now
+        self._dispatch(events)
 
     def eof_received(self) -> bool:
         return False

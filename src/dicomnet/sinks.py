@@ -108,11 +108,12 @@ class MemorySink:
 
 
 def _create_temp(directory: str) -> tuple[int, str]:
-    """Create and open a new empty temporary file in ``directory`` (mode 0600)."""
+    """Create and open a new empty temporary file in ``directory``."""
     for _ in range(100):
         name = os.path.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}")
         try:
-            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600), name
+            # 0o666 less the umask, as any program's files (the archive is read by others).
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o666), name
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary file name in {directory}")

@@ -212,3 +212,30 @@ async def test_max_associations_rejected_transient_local_limit(
             await p.aclose()
         await server.wait_idle()
         await server.echo_works()
+
+
+async def test_trickling_one_byte_at_a_time_still_reaches_the_idle_limit(
+    server: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer that keeps an unfinished P-DATA-TF alive by sending one byte now and then does not
+    hold its association slot for ever: idle time counts from the last complete PDU."""
+    peer = await server.peer()
+    await peer.associate()
+    await peer.send(struct.pack(">BBI", 0x04, 0, 5000))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    aborted = False
+    for _ in range(int((IDLE + 8) / 0.25)):  # bounded: the abort must come before IDLE + 8 s
+        try:
+            abort = await peer.read_pdu(timeout=0.25)
+        except TimeoutError:
+            await peer.send(b"\x00")  # the trickle: one byte, never a complete PDU
+            continue
+        assert abort.abort[0] == PROVIDER
+        aborted = True
+        break
+    assert aborted
+    assert loop.time() - start < IDLE + 8
+    logged(caplog, "idle", level=logging.WARNING)
+    await peer.aclose()
+    await server.echo_works()
