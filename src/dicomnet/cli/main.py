@@ -7,6 +7,7 @@ user would also need lives in the library. Exit code 0 only when everything succ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -386,6 +387,8 @@ def _load_config(path: str | None, known: set[str]) -> dict[str, Any]:
     table = data.get("serve", data)
     if not isinstance(table, dict):
         raise click.BadParameter(f"{path}: [serve] is not a table", param_hint="--config")
+    if table is not data and "peers" in data:  # a top-level [peers] table beside [serve]
+        table = {**table, "peers": data["peers"]}
     cfg = {str(k).replace("-", "_"): v for k, v in table.items()}
     unknown = sorted(set(cfg) - known)
     if unknown:
@@ -431,6 +434,19 @@ def _load_config(path: str | None, known: set[str]) -> dict[str, Any]:
     "--max-associations", default=None, type=int, help="Associations at once.  [default: 64]"
 )
 @click.option(
+    "--peer",
+    multiple=True,
+    metavar="AE=HOST:PORT",
+    help="A C-MOVE destination (repeatable); in the config file a [peers] table "
+    '(AE = "HOST:PORT") or a list of AE=HOST:PORT.',
+)
+@click.option(
+    "--no-index",
+    is_flag=True,
+    default=None,
+    help="Storage only: no index (STORAGE/.dicomnet-index.sqlite), no C-FIND/C-MOVE/C-GET.",
+)
+@click.option(
     "--shutdown-timeout",
     default=None,
     type=float,
@@ -457,6 +473,8 @@ def serve(
     allow_ae: tuple[str, ...],
     no_fsync: bool | None,
     max_associations: int | None,
+    peer: tuple[str, ...],
+    no_index: bool | None,
     shutdown_timeout: float | None,
     config_path: str | None,
     quiet: bool,
@@ -470,14 +488,21 @@ def serve(
     and per instance. SIGINT/SIGTERM stop it cleanly: running associations finish (or are
     aborted after --shutdown-timeout) and no partial file is left. `dicomnet serve` alone
     listens on 127.0.0.1:11112 as DICOMNET and stores into ./dicom-store.
+
+    It is also a query/retrieve node: every instance is indexed in
+    STORAGE/.dicomnet-index.sqlite (repaired against the files on start), and C-FIND, C-MOVE
+    (to the --peer destinations) and C-GET are answered in the Patient Root and Study Root
+    models. --no-index makes it a storage node only.
     """
     from dicomnet.archive.storage import DEFAULT_LAYOUT
     from dicomnet.server import DicomServer, ServerLimits
-    from dicomnet.services.storage import StorageService
+    from dicomnet.services.qr import ArchiveService
+    from dicomnet.services.storage import StorageService, open_index
 
     _setup_logging(verbose, quiet)
     ctx = click.get_current_context()
     known = {p.name for p in ctx.command.params if p.name} - {"config_path", "quiet", "verbose"}
+    known.add("peers")
     cfg = _load_config(config_path, known)
 
     def pick(value: Any, key: str, default: Any) -> Any:
@@ -495,12 +520,19 @@ def serve(
         strict = bool(pick(strict_aet, "strict-aet", False))
         grace = float(pick(shutdown_timeout, "shutdown-timeout", 10.0))
         limits = ServerLimits(max_associations=int(pick(max_associations, "max-associations", 64)))
-        factory = StorageService.factory(
+        peers = _parse_peers(peer or cfg.get("peers", cfg.get("peer", ())))
+        indexed = not bool(pick(no_index, "no-index", False))
+        index = open_index(storage_v) if indexed else None
+        service = ArchiveService if indexed else StorageService
+        factory = service.factory(
             storage_v,
             layout=layout_v,
             ae_title=aet_v if strict else None,
             allowed_calling_aes=allowed,
             fsync=fsync,
+            index=index,
+            peers=peers,
+            aet=aet_v,
         )
     except (TypeError, ValueError) as exc:
         raise click.UsageError(f"bad option value: {exc}") from None
@@ -522,6 +554,11 @@ def serve(
             storage_v.resolve(),
             f", calling AE titles allowed: {', '.join(allowed)}" if allowed else "",
         )
+        if index is not None:
+            log.info(
+                "query/retrieve on; C-MOVE destinations: %s",
+                ", ".join(f"{ae}={h}:{p}" for ae, (h, p) in peers.items()) or "none",
+            )
         click.echo(
             f"dicomnet serve: listening on {host_v}:{server.port} as {aet_v}, "
             f"storing into {storage_v} (Ctrl-C to stop)",
@@ -552,6 +589,108 @@ def serve(
     except OSError as exc:
         click.echo(f"error: cannot listen on {host_v}:{port_v}: {exc}", err=True)
         sys.exit(2)
+    finally:
+        if factory.index_writer is not None:
+            factory.index_writer.close()  # the rows of the last instances
+        if index is not None:
+            index.close()
+
+
+def _parse_peers(value: Any) -> dict[str, tuple[str, int]]:
+    """C-MOVE destinations from ``AE=HOST:PORT`` strings, or a mapping of AE to ``HOST:PORT``
+    (a TOML ``[peers]`` table); ValueError says which entry is wrong."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, dict):
+        items = [(str(ae), str(address)) for ae, address in value.items()]
+    else:
+        items = []
+        for entry in value:
+            ae, eq, address = str(entry).partition("=")
+            if not eq:
+                raise ValueError(f"peer {entry!r} is not AE=HOST:PORT")
+            items.append((ae, address))
+    peers: dict[str, tuple[str, int]] = {}
+    for ae, address in items:
+        ae = ae.strip()
+        host, colon, port = address.strip().rpartition(":")
+        if not ae or len(ae) > 16 or not colon or not host or not port.isdigit():
+            raise ValueError(f"peer {ae}={address} is not AE=HOST:PORT (AE title of 1-16 chars)")
+        if not 0 < int(port) < 65536:
+            raise ValueError(f"peer {ae}={address}: port out of range")
+        peers[ae] = (host.strip("[]"), int(port))
+    return peers
+
+
+# --- index ----------------------------------------------------------------------------------------
+
+
+@main.command("index")
+@click.argument("storage", type=click.Path(file_okay=False))
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Delete the index first and build it from nothing (not while a server uses it).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, only the summary.")
+@click.option("-v", "--verbose", count=True, help="Log every file skipped (-v) and more (-vv).")
+def index_command(storage: str, fresh: bool, quiet: bool, verbose: int) -> None:
+    """Build or rebuild the query/retrieve index of STORAGE (STORAGE/.dicomnet-index.sqlite),
+    e.g. of a folder written by DCMTK's storescp or copied from elsewhere: every DICOM file in
+    any layout is (re)indexed, rows whose file is gone are dropped, other files are skipped.
+    Safe while `dicomnet serve` runs on the folder (unless --fresh)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dicomnet.archive.index import _walk, build_index, reconcile
+    from dicomnet.services.storage import INDEX_NAME, open_index
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 1 else logging.WARNING if verbose else logging.ERROR,
+        format="%(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    root = Path(storage)
+    if not root.is_dir():
+        raise click.UsageError(f"{root} is not a folder")
+    if fresh:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(root / (INDEX_NAME + suffix))
+    start = time.perf_counter()
+    total = sum(1 for _ in _walk(root))
+    try:
+        index = open_index(root, repair=False)
+    except Exception as exc:
+        click.echo(f"error: cannot open the index of {root}: {exc}", err=True)
+        sys.exit(2)
+    progress = Progress(
+        TextColumn("[bold]index[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files"),
+        TimeElapsedColumn(),
+        disable=quiet or not sys.stderr.isatty(),
+    )
+    try:
+        with progress:
+            task = progress.add_task("index", total=total)
+            indexed = build_index(root, index, lambda n: progress.update(task, completed=n))
+        _added, dropped = reconcile(index, root)  # rows of files that are gone
+        entities: tuple[set[str | None], ...] = (set(), set(), set())
+        for r in index.records():
+            for seen, value in zip(
+                entities, (r.patient_id, r.study_instance_uid, r.series_instance_uid), strict=True
+            ):
+                seen.add(value)
+        patients, studies, series = (len(seen) for seen in entities)
+    finally:
+        index.close()
+    seconds = time.perf_counter() - start
+    click.echo(
+        f"indexed {indexed} of {total} files in {seconds:.1f} s "
+        f"({total - indexed} skipped, {dropped} stale rows dropped): "
+        f"{patients} patients, {studies} studies, {series} series"
+    )
 
 
 def _clean_incoming(folder: Path) -> None:
