@@ -1,0 +1,352 @@
+"""``dicomnet serve`` as a user runs it: DCMTK's echoscu and storescu into it (also two storescu
+at once), AE title checks, a TOML config file, the defaults, SIGTERM in the middle of a transfer
+(the transfer finishes, or is aborted after --shutdown-timeout, and no partial or temporary file
+is left), and ``--help`` of every command."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pydicom import Dataset, dcmread
+
+from tests.cli.conftest import DICOMNET, Mixed, Serve, dataset_bytes, dicomnet
+from tests.helpers import dcmtk_env, free_port, require_tool, run, wait_for_port, write_ct
+from tests.robustness.conftest import (
+    CT_IMAGE_STORAGE,
+    EXPLICIT_VR_LE,
+    RawPeer,
+    associate_rq,
+    c_store_rq,
+    ct_dataset,
+    p_data,
+    pdv,
+    presentation_context,
+    release_rq,
+)
+
+pytestmark = pytest.mark.interop
+
+
+def wait_for_log(server: Serve, text: str, timeout: float = 20) -> None:
+    """Wait (bounded) until the server's log has ``text``: readiness, not a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in server.log:
+            return
+        if server.proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    raise AssertionError(f"{text!r} not in the server log:\n{server.log}")
+
+
+def _elements(path: Path) -> Dataset:
+    """The data set without what DCMTK changes when it sends: group lengths, trailing padding
+    and pixel data (byte-swapped from big endian)."""
+    ds = dcmread(path)
+    for elem in list(ds):
+        if elem.tag.element == 0 or elem.tag in (0x7FE00010, 0xFFFCFFFC):
+            del ds[elem.tag]
+    return ds
+
+
+# --- DCMTK tools into dicomnet serve --------------------------------------------------------------
+
+
+def test_echoscu_and_storescu_into_serve(serve: Callable[..., Serve], mixed: Mixed) -> None:
+    echoscu = require_tool("echoscu")
+    storescu = require_tool("storescu")
+    server = serve()
+    result = run([echoscu, "-aec", "DICOMNET", "127.0.0.1", str(server.port)])
+    assert result.returncode == 0, result.stderr
+    # storescu proposes uncompressed syntaxes unless told which compressed one to add (-xr: RLE).
+    plain = ["CT_small.dcm", "ExplVR_BigEnd.dcm", "reportsi.dcm", "rtplan.dcm"]
+    calls = [([], plain), (["-xr"], ["MR_small_RLE.dcm"])]
+    for options, names in calls:
+        files = [str(mixed.files[name].path) for name in names]
+        result = run(
+            [storescu, *options, "-aec", "DICOMNET", "127.0.0.1", str(server.port), *files]
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert len(server.stored()) == 5
+    for name in [*plain, "MR_small_RLE.dcm"]:
+        info = mixed.files[name]
+        # storescu takes the UID from the data set (rtplan.dcm's meta information differs).
+        uid = dcmread(info.path, stop_before_pixels=True).SOPInstanceUID
+        (path,) = server.storage.rglob(f"{uid}.dcm")
+        # DCMTK re-encodes what it sends (group lengths, big endian to little): same elements.
+        assert _elements(path) == _elements(info.path), name
+    assert "STORESCU->DICOMNET" in server.log
+
+
+def test_storescu_with_an_unknown_calling_ae_is_rejected(
+    serve: Callable[..., Serve], mixed: Mixed
+) -> None:
+    storescu = require_tool("storescu")
+    server = serve("--allow-ae", "MODALITY1")
+    ct = str(mixed.files["CT_small.dcm"].path)
+    result = run([storescu, "-aet", "INTRUDER", "127.0.0.1", str(server.port), ct])
+    assert result.returncode != 0
+    assert "Calling AE Title Not Recognized" in result.stdout + result.stderr
+    assert "calling AE title not recognized" in server.log
+    assert server.stored() == []
+    result = run([storescu, "-aet", "MODALITY1", "127.0.0.1", str(server.port), ct])
+    assert result.returncode == 0, result.stderr
+    assert len(server.stored()) == 1
+
+
+def test_two_storescu_at_once_both_land_completely(
+    serve: Callable[..., Serve], tmp_path: Path
+) -> None:
+    storescu = require_tool("storescu")
+    server = serve()
+    folders = [tmp_path / "a", tmp_path / "b"]
+    sent: dict[str, bytes] = {}
+    for n, folder in enumerate(folders):
+        for i in range(40):
+            ds = write_ct(folder / f"{i:03d}.dcm", rows=128, columns=128, patient_id=f"P{n}")
+            sent[str(ds.SOPInstanceUID)] = dataset_bytes(folder / f"{i:03d}.dcm")
+    procs = [
+        subprocess.Popen(
+            [storescu, "+sd", "-aet", f"SENDER{n}", "127.0.0.1", str(server.port), str(folder)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dcmtk_env(),
+        )
+        for n, folder in enumerate(folders)
+    ]
+    try:
+        outputs = [p.communicate(timeout=60)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, out.decode(errors="replace")
+    stored = server.stored()
+    assert len(stored) == 80
+    for path in stored:
+        assert dataset_bytes(path) == sent[path.stem]
+    assert "SENDER0->" in server.log and "SENDER1->" in server.log
+    assert server.stop() == 0
+    assert server.temporary_files() == []
+
+
+# --- SIGTERM during a transfer ---------------------------------------------------------------------
+
+STUDY, SERIES, SOP = (
+    "1.2.826.0.1.3680043.10.543.7.1",
+    "1.2.826.0.1.3680043.10.543.7.2",
+    ("1.2.826.0.1.3680043.10.543.7.3"),
+)
+PIXELS = 1 << 20
+FRAGMENT = 16000  # well under any max PDU length
+
+
+def _big_dataset() -> bytes:
+    """A CT data set with 1 MiB of pixel data (Explicit VR Little Endian, PS3.5 §7.1.2)."""
+    header = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, PIXELS)
+    pixels = bytes(range(256)) * (PIXELS // 256)
+    return ct_dataset(SOP, STUDY, SERIES) + header + pixels
+
+
+def _fragments(data: bytes, *, last: bool) -> list[bytes]:
+    """P-DATA-TF PDUs carrying ``data`` on context 1; the final one marked last when asked."""
+    pieces = [data[i : i + FRAGMENT] for i in range(0, len(data), FRAGMENT)]
+    return [
+        p_data(pdv(1, piece, command=False, last=last and i == len(pieces) - 1))
+        for i, piece in enumerate(pieces)
+    ]
+
+
+async def _start_transfer(server: Serve, data: bytes) -> RawPeer:
+    """Associate, send the C-STORE-RQ and the first part of the data set; return once the
+    server has written it to its temporary file."""
+    peer = await RawPeer.connect(server.port)
+    await peer.associate(
+        associate_rq(
+            [presentation_context(1, CT_IMAGE_STORAGE, EXPLICIT_VR_LE)],
+            calling=b"SLOWSCU".ljust(16),
+        )
+    )
+    await peer.send(p_data(pdv(1, c_store_rq(SOP), command=True, last=True)))
+    for pdu in _fragments(data[: len(data) // 2], last=False):
+        await peer.send(pdu)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        parts = [p for p in server.storage.rglob("*.part") if p.stat().st_size > 128 << 10]
+        if parts:
+            return peer
+        await asyncio.sleep(0.02)
+    raise AssertionError("the server wrote nothing of the transfer to a temporary file")
+
+
+def _refused(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return False
+    except OSError:
+        return True
+
+
+async def test_sigterm_lets_a_running_transfer_finish(serve: Callable[..., Serve]) -> None:
+    server = serve("--shutdown-timeout", "30")
+    data = _big_dataset()
+    peer = await _start_transfer(server, data)
+    try:
+        server.send(signal.SIGTERM)
+        wait_for_log(server, "stopping:")
+        assert _refused(server.port)  # no new associations while stopping
+        for pdu in _fragments(data[len(data) // 2 :], last=True):
+            await peer.send(pdu)
+        rsp = await peer.read_message()
+        assert struct.unpack("<H", rsp[0x00000900])[0] == 0x0000  # Success
+        await peer.send(release_rq())
+        assert (await peer.read_pdu()).type == 0x06  # A-RELEASE-RP
+    finally:
+        await peer.aclose()
+    assert server.wait(30) == 0
+    (path,) = server.stored()
+    assert path == server.storage / STUDY / SERIES / f"{SOP}.dcm"
+    assert dataset_bytes(path) == data
+    assert server.temporary_files() == []
+
+
+async def test_sigterm_aborts_a_stalled_transfer_without_a_partial_file(
+    serve: Callable[..., Serve],
+) -> None:
+    server = serve("--shutdown-timeout", "0.5")
+    peer = await _start_transfer(server, _big_dataset())
+    try:
+        server.send(signal.SIGTERM)
+        wait_for_log(server, "stopping:")
+        abort = await peer.read_pdu(timeout=20)
+        assert abort.type == 0x07  # A-ABORT after the shutdown timeout
+    finally:
+        await peer.aclose()
+    assert server.wait(30) == 0
+    assert server.stored() == []
+    assert server.temporary_files() == []
+    assert not (server.storage / ".incoming").exists()
+
+
+async def test_second_signal_aborts_at_once(serve: Callable[..., Serve]) -> None:
+    server = serve()  # default shutdown timeout: 10 s
+    peer = await _start_transfer(server, _big_dataset())
+    try:
+        server.send(signal.SIGINT)
+        wait_for_log(server, "stopping:")
+        started = time.monotonic()
+        server.send(signal.SIGINT)
+        assert (await peer.read_pdu(timeout=20)).type == 0x07
+        assert time.monotonic() - started < 8
+    finally:
+        await peer.aclose()
+    assert server.wait(30) == 0
+    assert "second signal: aborting" in server.log
+    assert server.stored() == [] and server.temporary_files() == []
+
+
+# --- configuration and defaults --------------------------------------------------------------------
+
+
+def test_config_file_holds_the_options(
+    tmp_path: Path, serve: Callable[..., Serve], mixed: Mixed
+) -> None:
+    port = free_port()
+    storage = tmp_path / "configured"
+    config = tmp_path / "dicomnet.toml"
+    config.write_text(
+        "[serve]\n"
+        f'host = "127.0.0.1"\nport = {port}\naet = "ARCHIVE"\nstrict-aet = true\n'
+        f'storage = "{storage}"\nallow_ae = ["MODALITY1"]\nlayout = "{{SOPInstanceUID}}.dcm"\n'
+        "no_fsync = true\nmax_associations = 4\nshutdown_timeout = 2\n"
+    )
+    server = serve("--config", str(config), port=port, storage=storage)
+    assert "as ARCHIVE" in server.log
+    ct = mixed.files["CT_small.dcm"]
+    wrong_called = dicomnet("store", "127.0.0.1", str(port), str(ct.path), "--aet", "MODALITY1")
+    assert wrong_called.returncode == 2
+    assert "called AE title not recognized" in wrong_called.stderr
+    wrong_calling = dicomnet("echo", "127.0.0.1", str(port), "--aec", "ARCHIVE")
+    assert "calling AE title not recognized" in wrong_calling.stderr
+    ok = dicomnet(
+        "store", "127.0.0.1", str(port), str(ct.path), "--aet", "MODALITY1", "--aec", "ARCHIVE"
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert (storage / f"{ct.sop_instance_uid}.dcm").is_file()  # the configured layout
+
+
+def test_command_line_wins_over_config_and_unknown_keys_fail(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('port = 11112\ncolour = "blue"\n')
+    result = dicomnet("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert "unknown option(s) colour" in result.stderr
+
+
+def test_serve_alone_uses_the_defaults(tmp_path: Path) -> None:
+    """`dicomnet serve` with no option: 127.0.0.1:11112, AE DICOMNET, ./dicom-store."""
+    if not _refused(11112):
+        pytest.skip("port 11112 is in use on this machine")
+    with open(tmp_path / "serve.log", "w") as log:
+        proc = subprocess.Popen([*DICOMNET, "serve"], cwd=tmp_path, stdout=log, stderr=log)
+        try:
+            wait_for_port(11112, proc, timeout=30)  # type: ignore[arg-type]
+            result = dicomnet("echo", "127.0.0.1", "11112", "--aec", "DICOMNET")
+            assert result.returncode == 0, result.stderr
+        finally:
+            proc.terminate()
+            code = proc.wait(30)
+    assert code == 0
+    text = (tmp_path / "serve.log").read_text()
+    assert "listening on 127.0.0.1:11112 as DICOMNET" in text
+    assert (tmp_path / "dicom-store").is_dir()
+
+
+def test_port_in_use_is_a_clear_error(serve: Callable[..., Serve], tmp_path: Path) -> None:
+    server = serve()
+    result = dicomnet("serve", "--port", str(server.port), "--storage", str(tmp_path / "other"))
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{server.port}" in result.stderr
+
+
+# --- help -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ((), ["echo", "store", "serve", "find", "move", "get"]),
+        (("echo",), ["--aet", "--aec", "--count", "round-trip"]),
+        (("store",), ["--aet", "--aec", "--recursive", "--max-pdu", "progress", "Exit code"]),
+        (("serve",), ["--host", "--port", "--aet", "--storage", "--allow-ae", "--config"]),
+    ],
+)
+def test_help(command: tuple[str, ...], expected: list[str]) -> None:
+    result = dicomnet(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    for word in expected:
+        assert word in result.stdout, word
+
+
+def test_python_dash_m_dicomnet() -> None:
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "dicomnet", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "version" in result.stdout
