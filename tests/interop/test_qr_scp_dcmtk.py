@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import Serve, dataset_bytes
+from tests.cli.conftest import Serve, dataset_bytes, dicomnet
 from tests.helpers import free_port, require_tool, run
 from tests.interop.conftest import DcmtkStorescp
 from tests.interop.test_qr_client_dcmqrscp import LAYOUT, Archive, make_archive
@@ -322,3 +322,75 @@ def test_missing_file_is_a_failed_sub_operation(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert "is gone from disk" in server.log
+
+
+def test_index_command_on_a_storescp_folder_then_serve_it(node: Node, tmp_path: Path) -> None:
+    """`dicomnet index` builds the index of a folder DCMTK's storescp wrote (its own file names,
+    no index); `dicomnet serve` then answers queries on it, with a C-MOVE destination from a
+    [peers] table of its TOML configuration."""
+    study = next(iter(node.archive.studies))
+    count = len(node.archive.instances(study))
+    folder = tmp_path / "from-storescp"
+    first = DcmtkStorescp(folder, aet="STORESCP")
+    try:
+        files = [str(node.archive.files[uid]) for uid in node.archive.instances(study)]
+        sent = run(["storescu", "-aec", "STORESCP", "127.0.0.1", str(first.port), *files])
+        assert sent.returncode == 0, sent.stderr
+    finally:
+        first.stop()
+    (folder / "notes.txt").write_text("not DICOM")
+    result = dicomnet("index", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert f"indexed {count} of {count + 1} files" in result.stdout
+    assert "1 patients, 1 studies" in result.stdout
+
+    second = DcmtkStorescp(tmp_path / "second", aet="STORESCP")
+    port = free_port()
+    config = tmp_path / "serve.toml"
+    config.write_text(
+        f'[serve]\naet = "{AET}"\nport = {port}\nstorage = "{folder}"\nno-fsync = true\n\n'
+        f'[peers]\nSTORESCP = "127.0.0.1:{second.port}"\n'
+    )
+    server = Serve(folder, "--config", str(config), port=port)
+    try:
+        result = run(
+            [
+                "findscu",
+                "-v",
+                "-S",
+                "-aec",
+                AET,
+                "-k",
+                "QueryRetrieveLevel=SERIES",
+                "-k",
+                f"StudyInstanceUID={study}",
+                "-k",
+                "SeriesInstanceUID",
+                "127.0.0.1",
+                str(port),
+            ]
+        )
+        found = sorted(r["0020,000e"] for r in responses(result.stderr))
+        assert found == sorted(node.archive.studies[study])
+        moved = run(
+            [
+                "movescu",
+                "-v",
+                "-S",
+                "-aec",
+                AET,
+                "-aem",
+                "STORESCP",
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                f"StudyInstanceUID={study}",
+                "127.0.0.1",
+                str(port),
+            ]
+        )
+        assert "Received Final Move Response (Success)" in moved.stderr, moved.stderr
+    finally:
+        server.stop()
+        second.stop()
+    assert len(list(second.folder.glob("CT.*"))) == count
