@@ -10,6 +10,7 @@ import pty
 import re
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from pydicom import dcmread
@@ -217,3 +218,32 @@ def test_progress_bar_on_a_terminal(serve: Callable[..., Serve], mixed: Mixed) -
     assert re.search(r"[\d.]+ [kM]B/s", text), text
     assert "stored: " not in text
     assert summary(text) == (8, 8, 0, 0, 2)
+
+
+def test_store_needing_over_128_contexts_uses_two_associations(
+    serve: Callable[..., Serve], tmp_path: Path
+) -> None:
+    """65 storage SOP classes x 2 transfer syntaxes = 130 presentation contexts: the files go in
+    two associations (at most 128 contexts each, PS3.8 §9.3.2.2), all of them stored."""
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    from dicomnet.uids import storage_sop_classes
+    from tests.helpers import make_ct
+
+    classes = sorted(storage_sop_classes())[:65]
+    assert len(classes) == 65
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i, sop_class in enumerate(classes):
+        for ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+            ds = make_ct(rows=4, columns=4)
+            ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+            ds.file_meta.TransferSyntaxUID = ts
+            ds.save_as(folder / f"{i:02d}-{ts[-1]}.dcm", enforce_file_format=True)
+    server = serve()
+    result = dicomnet("store", "127.0.0.1", str(server.port), str(folder), "-q")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert summary(result.stdout) == (130, 130, 0, 0, 0)
+    assert len(server.stored()) == 130
+    accepted = re.findall(r"association accepted: (\d+) of (\d+) presentation contexts", server.log)
+    assert sorted(accepted) == [("128", "128"), ("2", "2")]
