@@ -454,6 +454,36 @@ async def test_move_to_a_refusing_destination_fails_every_sub_operation(
     assert dest.received == []
 
 
+async def test_move_to_a_destination_that_vanishes_midway(archive_root: Path) -> None:
+    dest = _Destination(archive_root.parent / "dest", hold_at=2)
+    await dest.server.start()
+    try:
+        peers = {"DEST": ("127.0.0.1", dest.server.port)}
+        async with Node(archive_root, peers=peers) as node, node.client() as client:
+            responses = client.c_move({"StudyInstanceUID": STUDY_A}, destination="DEST")
+            seen: list[RetrieveProgress] = []
+            closing: asyncio.Future[None] | None = None
+            async for p in responses:
+                seen.append(p)
+                if len(seen) == 1:
+                    await asyncio.wait_for(dest.reached.wait(), 10)
+                    # aborts the association whose second C-STORE is held
+                    closing = asyncio.ensure_future(dest.server.close(abort_after=0))
+                elif len(seen) == 2:  # the archive has seen the abort: let the handler end
+                    dest.gate.set()
+            assert await client.c_echo() == Status.SUCCESS
+            assert closing is not None
+            await closing
+    finally:
+        dest.gate.set()
+        await dest.server.close(abort_after=0)
+    final = seen[-1]
+    assert final.status == 0xB000
+    assert (final.completed, final.failed) == (1, 2)
+    assert len(final.failed_instances) == 2
+    assert "stopped" in (final.error_comment or "")
+
+
 async def test_move_with_a_file_gone_from_disk_is_a_warning(archive_root: Path) -> None:
     dest = _Destination(archive_root.parent / "dest")
     async with dest.server:
