@@ -88,6 +88,7 @@ def test_store_fails_when_the_peer_refuses_the_transfer_syntaxes(
     assert f"failed: {files[2]}: not sent: the peer accepted no presentation context" in (
         result.stderr
     )
+    assert "(Secondary Capture Image Storage in JPEG 2000 Image Compression)" in result.stderr
 
 
 # --- against dicomnet serve -----------------------------------------------------------------------

@@ -23,8 +23,9 @@ import click
 from dicomnet.client import CStoreRequest, DicomClient, Request
 from dicomnet.dataset import FileInfo, NotDicomError, read_file_info
 from dicomnet.dimse.status import StatusCategory, category, describe
-from dicomnet.errors import AssociationRejected, DicomNetError
+from dicomnet.errors import AssociationRejected, DicomNetError, NegotiationError
 from dicomnet.negotiation import ProposedContext
+from dicomnet.uids import uid_name
 
 log = logging.getLogger("dicomnet.cli")
 
@@ -357,8 +358,14 @@ async def _store(
                 await client.send()
                 for request in requests:
                     if request.error is not None and request.file is not None:
-                        failures.append((request.file.path, f"not sent: {request.error}"))
-                        finished(request.file, f"failed: {request.file.path}: {request.error}")
+                        why = f"not sent: {request.error}"
+                        if isinstance(request.error, NegotiationError):
+                            why += (
+                                f" ({uid_name(request.sop_class_uid)} in "
+                                f"{uid_name(request.transfer_syntax)})"
+                            )
+                        failures.append((request.file.path, why))
+                        finished(request.file, f"failed: {request.file.path}: {why}")
     elapsed = max(time.perf_counter() - start, 1e-9)
     mb = total_bytes / 1e6
     click.echo(
