@@ -573,7 +573,7 @@ def serve(
         )
         await stop.wait()
         log.info(
-            "stopping: %d running association(s) get %.0f s to finish (signal again to abort)",
+            "stopping: %d running association(s) get %g s to finish (signal again to abort)",
             server.active,
             grace,
         )
