@@ -37,7 +37,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicomnet.archive import index as _index
-from dicomnet.archive.index import LEVELS, InstanceRecord, QueryError
+from dicomnet.archive.index import LEVELS, Index, InstanceRecord, QueryError
 from dicomnet.client import DicomClient
 from dicomnet.dimse.status import Status, StatusCategory, category
 from dicomnet.errors import AssociationAborted, DicomNetError, DicomTimeoutError
@@ -244,6 +244,31 @@ class ArchiveService(StorageService):
     aet: str | None = None
     #: Seconds to connect/associate with a C-MOVE destination, and to wait for each C-STORE-RSP.
     move_timeout: float = 30.0
+
+    @classmethod
+    def factory(  # type: ignore[override]
+        cls,
+        root: str | Path,
+        *,
+        index: Index,
+        peers: Mapping[str, tuple[str, int]] | None = None,
+        aet: str | None = None,
+        move_timeout: float = 30.0,
+        **storage: Any,
+    ) -> type[ArchiveService]:
+        """A configured subclass: the storage options of ``StorageService.factory``, the
+        ``index`` (shared by every association, see ``open_index``), the C-MOVE ``peers``, our
+        AE title ``aet`` for C-MOVE sub-operations, and their timeout."""
+        configured = super().factory(
+            root,
+            index=index,
+            peers=dict(peers or {}),
+            aet=aet,
+            move_timeout=move_timeout,
+            **storage,
+        )
+        assert issubclass(configured, ArchiveService)
+        return configured
 
     @property
     def our_ae_title(self) -> str:

@@ -69,12 +69,15 @@ class IndexWriter:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._pending = 0  # queued or being written (a record taken off the queue counts)
 
     def add(self, record: InstanceRecord) -> None:
         """Queue ``record`` for writing."""
         if self._closed:
             raise RuntimeError("the index writer is closed")
         self._ensure_thread()
+        with self._lock:
+            self._pending += 1
         self._queue.put(record)
 
     def flush(self, timeout: float | None = 60.0) -> bool:
@@ -87,7 +90,7 @@ class IndexWriter:
 
     async def aflush(self, timeout: float | None = 60.0) -> bool:
         """``flush`` without blocking the event loop (returns at once when nothing is queued)."""
-        if self._thread is None or self._queue.empty():
+        if self._thread is None or self._pending == 0:
             return True
         return await asyncio.to_thread(self.flush, timeout)
 
@@ -130,6 +133,8 @@ class IndexWriter:
                     break
             if records:
                 self._write(records)
+                with self._lock:
+                    self._pending -= len(records)
             for marker in markers:
                 marker.set()
             if stop:
