@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -169,7 +169,7 @@ def parse_identifier(ds: Dataset | None, sop_class_uid: str) -> Identifier:
     return ident
 
 
-def _element(tag: int, keyword: str, vr: str, value: object) -> DataElement:
+def _element(tag: int, vr: str, value: object) -> DataElement:
     if value is None or value == "":
         return DataElement(tag, vr, [] if vr == "SQ" else None)
     if isinstance(value, int) and vr in ("IS", "DS"):
@@ -179,7 +179,7 @@ def _element(tag: int, keyword: str, vr: str, value: object) -> DataElement:
     return DataElement(tag, vr, value)
 
 
-def _vr_of(keyword: str, tag: int, fallback: str) -> str:
+def _vr_of(tag: int, fallback: str) -> str:
     try:
         vr = str(dictionary_VR(tag))
     except KeyError:
@@ -339,12 +339,12 @@ class ArchiveService(StorageService):
                 value = "ONLINE"
             else:
                 value = match.get(keyword)
-            ds.add(_element(tag, keyword, _vr_of(keyword, tag, vr), value))
+            ds.add(_element(tag, _vr_of(tag, vr), value))
         for keyword, value in match.items():  # unique keys the identifier did not ask for
             if keyword in done or keyword == "SpecificCharacterSet":
                 continue
             tag = _tag(keyword)
-            ds.add(_element(tag, keyword, _vr_of(keyword, tag, "LO"), value))
+            ds.add(_element(tag, _vr_of(tag, "LO"), value))
         return ds
 
     # -- C-MOVE ------------------------------------------------------------------------------------
@@ -506,8 +506,6 @@ class ArchiveService(StorageService):
 
 
 def _tag(keyword: str) -> int:
-    from pydicom.datadict import tag_for_keyword
-
     tag = tag_for_keyword(keyword)
     if tag is None:
         raise KeyError(keyword)
