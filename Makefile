@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## make serve: a storage node on 127.0.0.1:11112 (AE DICOMNET) writing into ./dicom-store
+## (more options: make serve SERVE_ARGS="--port 11113 --allow-ae CT1"; see dicomnet serve --help)
+SERVE_ARGS ?=
 serve: $(STAMP)
-	$(BIN)/dicomnet serve
+	$(BIN)/dicomnet serve $(SERVE_ARGS)
 
 ## make test: ruff, mypy and the whole pytest suite
 test: $(STAMP) lint typecheck
