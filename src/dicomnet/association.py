@@ -53,6 +53,23 @@ _DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 
 # Largest data set fragment we send when the peer allows more (or "unlimited").
 MAX_SEND_FRAGMENT = 1 << 20
+# Data sets up to this size are read whole and sent with their command in one write.
+SMALL_FILE_IN_ONE_WRITE = 64 << 10
+
+
+def _read_dataset(info: FileInfo) -> bytes:
+    """The data set bytes of a (small) Part 10 file."""
+    fd = os.open(info.path, os.O_RDONLY)
+    try:
+        data = os.pread(fd, info.dataset_length, info.offset)
+    finally:
+        os.close(fd)
+    if len(data) != info.dataset_length:
+        raise DicomNetError(
+            f"{info.path}: file shrank while being sent (read {len(data)} of "
+            f"{info.dataset_length} bytes)"
+        )
+    return data
 
 
 @dataclass(slots=True, eq=False)
@@ -408,6 +425,12 @@ class Association(asyncio.BufferedProtocol):
         async with self._send_lock:
             self.conn.check_send_data()
             limit = self._fragment_limit
+            if isinstance(dataset, FileInfo) and dataset.dataset_length <= min(
+                limit, SMALL_FILE_IN_ONE_WRITE
+            ):
+                # A small data set goes out with its command in one write (one TCP segment
+                # instead of two): read it now.
+                dataset = _read_dataset(dataset)
             if dataset is None or isinstance(dataset, (bytes, bytearray, memoryview)):
                 pdus = fragment_message(context_id, command, dataset, limit + 6)
                 self._write(b"".join(pdus))

@@ -106,16 +106,16 @@ class NotDicomError(DicomNetError):
 def read_file_info(path: str | os.PathLike[str]) -> FileInfo:
     """Read a Part 10 file's meta information without reading its data set (PS3.10 §7.1)."""
     p = Path(path)
-    size = p.stat().st_size
-    with open(p, "rb") as f:
-        head = f.read(144)
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        head = os.read(fd, 4096)
         if len(head) < 144 or head[128:132] != b"DICM":
             raise NotDicomError(f"{p}: not a DICOM Part 10 file (no 'DICM' at offset 128)")
         group, elem, vr, vlen = struct.unpack_from("<HH2sH", head, 132)
         if (group, elem) != (2, 0) or vr != b"UL" or vlen != 4:
             # No group length: let pydicom read the meta and tell where it ended.
-            f.seek(0)
-            meta_ds = dcmread(f, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+            meta_ds = dcmread(p, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
             raise NotDicomError(
                 f"{p}: File Meta Information without (0002,0000) group length "
                 f"({meta_ds.file_meta.get('TransferSyntaxUID', '?')}); not streamable"
@@ -124,7 +124,11 @@ def read_file_info(path: str | os.PathLike[str]) -> FileInfo:
         offset = 144 + group_length
         if offset > size:
             raise NotDicomError(f"{p}: group length {group_length} runs past the end of the file")
-        body = f.read(group_length) if group_length <= 1 << 20 else b""
+        if offset > len(head) and group_length <= 1 << 20:
+            head += os.pread(fd, offset - len(head), len(head))
+    finally:
+        os.close(fd)
+    body = head[144:offset]
     if len(body) < group_length:
         raise NotDicomError(f"{p}: File Meta Information of {group_length} bytes is implausible")
     values = _meta_values(body, p)
