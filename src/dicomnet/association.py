@@ -69,6 +69,8 @@ def _read_dataset(info: FileInfo) -> bytes:
             f"{info.path}: file shrank while being sent (read {len(data)} of "
             f"{info.dataset_length} bytes)"
         )
+    if len(data) % 2 and info.transfer_syntax == _DEFLATED:
+        data += b"\x00"  # PS3.5 §A.5, as in Association._send_file
     return data
 
 

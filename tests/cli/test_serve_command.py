@@ -329,6 +329,10 @@ def test_port_in_use_is_a_clear_error(serve: Callable[..., Serve], tmp_path: Pat
         (("echo",), ["--aet", "--aec", "--count", "round-trip"]),
         (("store",), ["--aet", "--aec", "--recursive", "--max-pdu", "progress", "Exit code"]),
         (("serve",), ["--host", "--port", "--aet", "--storage", "--allow-ae", "--config"]),
+        (("find",), ["--key", "--json", "--csv"]),
+        (("move",), ["--dest", "--listen"]),
+        (("get",), ["--out"]),
+        (("index",), ["STORAGE", "--fresh"]),
     ],
 )
 def test_help(command: tuple[str, ...], expected: list[str]) -> None:
