@@ -545,6 +545,7 @@ class _AssociationRunner:
         sink = item.sink
         path = sink.path if isinstance(sink, FileSink) else None
         result: int | Response
+        request: CStoreRequest | None = None
         try:
             if item.error is not None or not isinstance(sink, FileSink):
                 error = item.error or DicomNetError("no data set was received")
@@ -574,8 +575,8 @@ class _AssociationRunner:
                         error_comment=f"{type(exc).__name__}: {exc}"[:64],
                     )
         finally:
-            if isinstance(sink, FileSink):
-                sink.discard()  # gone already when the handler saved it
+            if isinstance(sink, FileSink) and (request is None or request.saved_to is None):
+                sink.discard()  # the handler did not keep it
         status, extra, _ = _status_fields(result)
         if category(status) is StatusCategory.FAILURE:
             log.warning(
@@ -737,12 +738,16 @@ class DicomServer:
         *,
         limits: ServerLimits | None = None,
         ssl: Any = None,
+        reuse_port: bool = False,
     ) -> None:
         self.service_factory = service_factory
         self.host = host
         self.port = port
         self.limits = limits or ServerLimits()
         self.ssl = ssl
+        # SO_REUSEPORT: several processes listen on one port and the kernel spreads the
+        # connections over them (``dicomnet serve --workers N``, like storescp --fork).
+        self.reuse_port = reuse_port
         self.active = 0
         self._server: asyncio.base_events.Server | None = None
         self._runners: set[asyncio.Task[None]] = set()
@@ -757,6 +762,7 @@ class DicomServer:
             self.port,
             ssl=self.ssl,
             reuse_address=True,
+            reuse_port=self.reuse_port or None,
             backlog=256,
         )
         sock = self._server.sockets[0]

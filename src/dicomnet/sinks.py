@@ -203,6 +203,9 @@ class TempFilePool:
                 pass
 
 
+#: Files each folder's pool keeps ready; 0 turns the pools off (DICOMNET_TEMP_POOL=0).
+POOL_SIZE = int(os.environ.get("DICOMNET_TEMP_POOL", "16") or 0)
+_made_dirs: set[str] = set()
 _pools: dict[str, TempFilePool] = {}
 _pools_lock = threading.Lock()
 
@@ -211,13 +214,18 @@ def temp_file(directory: str | os.PathLike[str] | None) -> tuple[int, str]:
     """An open, new, empty temporary file in ``directory`` (the system's temporary folder when
     None), from that folder's pool (created on first use, along with the folder)."""
     key = os.fspath(directory) if directory is not None else tempfile.gettempdir()
+    if POOL_SIZE <= 0:
+        if key not in _made_dirs:
+            os.makedirs(key, exist_ok=True)
+            _made_dirs.add(key)
+        return _create_temp(key)
     pool = _pools.get(key)
     if pool is None:
         with _pools_lock:
             pool = _pools.get(key)
             if pool is None:
                 os.makedirs(key, exist_ok=True)
-                pool = _pools[key] = TempFilePool(key)
+                pool = _pools[key] = TempFilePool(key, POOL_SIZE)
     return pool.take()
 
 
