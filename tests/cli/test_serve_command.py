@@ -18,7 +18,7 @@ import pytest
 from pydicom import Dataset, dcmread
 
 from tests.cli.conftest import DICOMNET, Mixed, Serve, dataset_bytes, dicomnet
-from tests.helpers import dcmtk_env, free_port, require_tool, run, wait_for_port, write_ct
+from tests.helpers import dcmtk_env, free_port, require_tool, run, write_ct
 from tests.robustness.conftest import (
     CT_IMAGE_STORAGE,
     EXPLICIT_VR_LE,
@@ -297,18 +297,26 @@ def test_serve_alone_uses_the_defaults(tmp_path: Path) -> None:
     """`dicomnet serve` with no option: 127.0.0.1:11112, AE DICOMNET, ./dicom-store."""
     if not _refused(11112):
         pytest.skip("port 11112 is in use on this machine")
-    with open(tmp_path / "serve.log", "w") as log:
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log:
         proc = subprocess.Popen([*DICOMNET, "serve"], cwd=tmp_path, stdout=log, stderr=log)
         try:
-            wait_for_port(11112, proc, timeout=30)  # type: ignore[arg-type]
+            # Readiness from its own log line, so another program on 11112 cannot pass for it.
+            deadline = time.monotonic() + 30
+            while "listening on 127.0.0.1:11112 as DICOMNET" not in log_path.read_text():
+                if proc.poll() is not None:
+                    if "cannot listen" in log_path.read_text():
+                        pytest.skip("port 11112 was taken meanwhile by another program")
+                    raise AssertionError(log_path.read_text())
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.02)
             result = dicomnet("echo", "127.0.0.1", "11112", "--aec", "DICOMNET")
             assert result.returncode == 0, result.stderr
         finally:
-            proc.terminate()
+            if proc.poll() is None:
+                proc.terminate()
             code = proc.wait(30)
-    assert code == 0
-    text = (tmp_path / "serve.log").read_text()
-    assert "listening on 127.0.0.1:11112 as DICOMNET" in text
+    assert code == 0, log_path.read_text()
     assert (tmp_path / "dicom-store").is_dir()
 
 
