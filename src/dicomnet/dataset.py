@@ -80,6 +80,8 @@ def encode_dataset(ds: Dataset, transfer_syntax: str) -> bytes:
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
         compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
         data = compressor.compress(data) + compressor.flush()
+        if len(data) % 2:  # PS3.5 §A.5: the deflated bit stream is padded to even length
+            data += b"\x00"
     return data
 
 
