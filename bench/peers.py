@@ -139,7 +139,9 @@ def pynetdicom_scp(folder: Path) -> Server:
     return Server("pynetdicom", cmd, folder, port)
 
 
-def dicomnet_scp(folder: Path, *, fsync: bool = False, profile: list[str] | None = None) -> Server:
+def dicomnet_scp(
+    folder: Path, *, fsync: bool = False, workers: int = 1, profile: list[str] | None = None
+) -> Server:
     port = free_port()
     serve = [
         "serve",
@@ -155,6 +157,8 @@ def dicomnet_scp(folder: Path, *, fsync: bool = False, profile: list[str] | None
     ]
     if not fsync:
         serve.append("--no-fsync")
+    if workers > 1:
+        serve += ["--workers", str(workers)]
     if profile is None:
         return Server("dicomnet", [dicomnet_cli(), *serve], folder, port)
     # Profiled: the same command line, run under the given profiler prefix.

@@ -181,6 +181,7 @@ SCPS: dict[str, Callable[[Path], Server]] = {
     "pynetdicom": pynetdicom_scp,
     "dicomnet": dicomnet_scp,
     "dicomnet-fsync": lambda d: dicomnet_scp(d, fsync=True),
+    "dicomnet-workers": lambda d: dicomnet_scp(d, workers=os.cpu_count() or 1),
 }
 
 
@@ -354,6 +355,7 @@ def build_groups(sets: dict[str, DataSet], quick: bool, rows: set[str]) -> list[
                 "dcmtk-fork": SCPS["dcmtk-fork"],
                 "pynetdicom": SCPS["pynetdicom"],
                 "dicomnet": SCPS["dicomnet"],
+                "dicomnet-workers": SCPS["dicomnet-workers"],
             },
             [
                 _store_case(
@@ -377,6 +379,14 @@ def build_groups(sets: dict[str, DataSet], quick: bool, rows: set[str]) -> list[
                     "dicomnet serve --no-fsync",
                     "dicomnet",
                     "dicomnet",
+                    ct,
+                    flat,
+                    storescu_parallel(chunks),
+                ),
+                _store_case(
+                    f"dicomnet serve --no-fsync --workers {os.cpu_count() or 1}",
+                    "dicomnet",
+                    "dicomnet-workers",
                     ct,
                     flat,
                     storescu_parallel(chunks),

@@ -29,12 +29,26 @@ def _missing(reason: str) -> None:
 
 
 def require_tool(name: str) -> str:
-    """The path of a DCMTK tool; skip (or fail in CI) when it is not installed."""
-    path = shutil.which(name)
-    if path is None:
-        _missing(f"peer missing: DCMTK's {name} is not installed (apt-get install dcmtk)")
-    assert path is not None
-    return path
+    """The path of a DCMTK tool; skip (or fail in CI) when it is not installed.
+
+    pynetdicom installs Python console scripts with the same names (storescu, findscu, ...) into
+    the virtual environment's bin folder, which comes first on PATH once the environment is
+    activated; those are skipped here so that a DCMTK test really talks to DCMTK."""
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = shutil.which(name, path=folder or ".")
+        if path is not None and not _is_python_script(path):
+            return path
+    _missing(f"peer missing: DCMTK's {name} is not installed (apt-get install dcmtk)")
+    raise AssertionError("unreachable")
+
+
+def _is_python_script(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(200)
+    except OSError:
+        return False
+    return first.startswith(b"#!") and b"python" in first
 
 
 def require_pynetdicom() -> None:

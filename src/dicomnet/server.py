@@ -15,6 +15,7 @@ import inspect
 import itertools
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -738,16 +739,16 @@ class DicomServer:
         *,
         limits: ServerLimits | None = None,
         ssl: Any = None,
-        reuse_port: bool = False,
+        sock: socket.socket | None = None,
     ) -> None:
         self.service_factory = service_factory
         self.host = host
         self.port = port
         self.limits = limits or ServerLimits()
         self.ssl = ssl
-        # SO_REUSEPORT: several processes listen on one port and the kernel spreads the
-        # connections over them (``dicomnet serve --workers N``, like storescp --fork).
-        self.reuse_port = reuse_port
+        # A listening socket made elsewhere: ``dicomnet serve --workers N`` binds it once and
+        # forks, and every process accepts from it (like storescp --fork, but pre-started).
+        self.sock = sock
         self.active = 0
         self._server: asyncio.base_events.Server | None = None
         self._runners: set[asyncio.Task[None]] = set()
@@ -756,15 +757,19 @@ class DicomServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._protocol_factory,
-            self.host,
-            self.port,
-            ssl=self.ssl,
-            reuse_address=True,
-            reuse_port=self.reuse_port or None,
-            backlog=256,
-        )
+        if self.sock is not None:
+            self._server = await loop.create_server(
+                self._protocol_factory, sock=self.sock, ssl=self.ssl, backlog=256
+            )
+        else:
+            self._server = await loop.create_server(
+                self._protocol_factory,
+                self.host,
+                self.port,
+                ssl=self.ssl,
+                reuse_address=True,
+                backlog=256,
+            )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         log.info("listening on %s:%d", self.host, self.port)

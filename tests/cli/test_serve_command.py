@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import Dataset, dcmread
+from pydicom.uid import generate_uid
 
 from tests.cli.conftest import DICOMNET, Mixed, Serve, dataset_bytes, dicomnet
 from tests.helpers import dcmtk_env, free_port, require_tool, run, write_ct
@@ -138,6 +139,7 @@ def test_two_storescu_at_once_both_land_completely(
     assert "SENDER0->" in server.log and "SENDER1->" in server.log
     assert server.stop() == 0
     assert server.temporary_files() == []
+    assert _index_rows_and_state(server.storage) == (80, "clean")
 
 
 # --- SIGTERM during a transfer ---------------------------------------------------------------------
@@ -362,3 +364,91 @@ def test_python_dash_m_dicomnet() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "version" in result.stdout
+
+
+# --- several processes on one port ----------------------------------------------------------------
+
+
+def test_workers_share_the_port_and_stop_together(
+    serve: Callable[..., Serve], tmp_path: Path
+) -> None:
+    """--workers 2: two processes listen on the port (SO_REUSEPORT); four storescu at once all
+    land, each instance is indexed once, and SIGTERM to the parent stops every worker."""
+    import psutil
+
+    storescu = require_tool("storescu")
+    findscu = require_tool("findscu")
+    server = serve("--workers", "2")
+    workers = psutil.Process(server.proc.pid).children()
+    assert len(workers) == 1  # the parent serves too
+    folders = [tmp_path / f"in{n}" for n in range(4)]
+    sent: dict[str, bytes] = {}
+    studies = [generate_uid() for _ in folders]
+    for folder, study in zip(folders, studies, strict=True):
+        for i in range(15):
+            ds = write_ct(
+                folder / f"{i:03d}.dcm", rows=64, columns=64, patient_id="WORKERS", study_uid=study
+            )
+            sent[str(ds.SOPInstanceUID)] = dataset_bytes(folder / f"{i:03d}.dcm")
+    procs = [
+        subprocess.Popen(
+            [storescu, "+sd", "-aet", f"W{n}", "127.0.0.1", str(server.port), str(folder)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dcmtk_env(),
+        )
+        for n, folder in enumerate(folders)
+    ]
+    try:
+        outputs = [p.communicate(timeout=60)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, out.decode(errors="replace")
+    stored = server.stored()
+    assert len(stored) == 60
+    for path in stored:
+        assert dataset_bytes(path) == sent[path.stem]
+    # Both processes write the one index: a STUDY-level query finds each study with its 15
+    # instances, each counted once.
+    query = [findscu, "-v", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=WORKERS"]
+    query += ["-k", "StudyInstanceUID", "-k", "NumberOfStudyRelatedInstances"]
+    query += ["127.0.0.1", str(server.port)]
+    expected = {study: "15" for study in studies}
+    deadline = time.monotonic() + 20
+    found: dict[str, str] = {}
+    while time.monotonic() < deadline:  # rows are written just after each store is answered
+        result = run(query)
+        lines = (result.stdout + result.stderr).splitlines()
+        uids = [_value(line) for line in lines if "(0020,000d) UI [" in line]
+        counts = [_value(line) for line in lines if "(0020,1208) IS [" in line]
+        found = dict(zip(uids, counts, strict=True))
+        if found == expected:
+            break
+        time.sleep(0.1)
+    assert found == expected
+    assert server.stop() == 0
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    assert server.temporary_files() == []
+    assert _index_rows_and_state(server.storage) == (60, "clean")  # no repair on the next start
+
+
+def _value(line: str) -> str:
+    """The value of a findscu -v dump line: ``(0020,000d) UI [1.2.3]  # ...`` gives ``1.2.3``."""
+    return line.split("[", 1)[1].split("]", 1)[0]
+
+
+def _index_rows_and_state(storage: Path) -> tuple[int, str | None]:
+    """The number of instances in the storage folder's index and its shutdown mark."""
+    import sqlite3
+
+    db = sqlite3.connect(storage / ".dicomnet-index.sqlite")
+    try:
+        (rows,) = db.execute("SELECT count(*) FROM instance").fetchone()
+        state = db.execute("SELECT value FROM state WHERE key = 'shutdown'").fetchone()
+    finally:
+        db.close()
+    return int(rows), None if state is None else str(state[0])

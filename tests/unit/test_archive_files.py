@@ -117,3 +117,26 @@ def test_files_the_index_cannot_use_are_skipped(
         assert build_index(root, index) == 0
     for name in ("no_meta.dcm", "no_study.dcm", "short.dcm"):
         assert name in caplog.text
+
+
+def test_open_index_repairs_only_after_an_unclean_stop(root: Path) -> None:
+    """A server that stopped cleanly marked its index so; the next start skips the folder walk.
+    Without the mark (a crash, or the first start on an existing folder) the start repairs."""
+    from dicomnet.services.storage import INDEX_NAME, mark_clean, open_index
+
+    index = open_index(root)  # first start on a storescp folder: every file is indexed
+    assert len(list(index.records())) == 4
+    mark_clean(index)
+    index.close()
+    shutil.copy(pydicom_file("CT_small.dcm"), root / "added-while-stopped.dcm")
+    index = open_index(root)  # clean: no walk, the new file is not seen
+    assert len(list(index.records())) == 4
+    assert index.get_state("shutdown") == "running"  # in use until marked clean again
+    index.close()  # ... and it never is: a crash
+    (root / "RT" / "rtplan.dcm").unlink()
+    index = open_index(root)
+    paths = sorted(r.path for r in index.records())
+    index.close()
+    # The copy holds the same instance as CT/CT.1.2.3: a duplicate, logged and not indexed.
+    assert paths == ["CT/CT.1.2.3", "MR/deep/MR_small.dcm", "chrH31.dcm"]
+    assert (root / INDEX_NAME).is_file()

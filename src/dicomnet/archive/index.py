@@ -456,6 +456,10 @@ CREATE TABLE IF NOT EXISTS instance (
     path TEXT NOT NULL,
     size INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS patient_id_idx ON patient(patient_id);
 CREATE INDEX IF NOT EXISTS patient_name_idx ON patient(patient_name_key);
 CREATE INDEX IF NOT EXISTS study_patient_idx ON study(patient_fk);
@@ -533,6 +537,27 @@ class SQLiteIndex:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+    # -- state (the server's clean-shutdown mark, see ``services.storage.open_index``)
+
+    def get_state(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_state(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO state (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def paths(self) -> Iterator[tuple[str, str]]:
+        """(path, SOP Instance UID) of every instance, without building records (repair)."""
+        with self._lock:
+            rows = self._db.execute("SELECT path, sop_instance_uid FROM instance").fetchall()
+        return iter([(str(p), str(u)) for p, u in rows])
 
     def _add(self, r: InstanceRecord) -> None:
         db = self._db
@@ -958,9 +983,11 @@ def reconcile(index: Index, storage_root: str | os.PathLike[str]) -> tuple[int, 
     indexed.
     """
     root = Path(storage_root)
-    by_path: dict[str, str] = {}
-    for known in index.records():
-        by_path[known.path] = known.sop_instance_uid
+    paths = getattr(index, "paths", None)
+    if paths is not None:
+        by_path = dict(paths())
+    else:
+        by_path = {known.path: known.sop_instance_uid for known in index.records()}
     on_disk = set(_walk(root))
     removed = 0
     for path, uid in by_path.items():

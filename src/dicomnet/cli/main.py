@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 import tomllib
@@ -454,6 +455,14 @@ def _load_config(path: str | None, known: set[str]) -> dict[str, Any]:
     help="Storage only: no index (STORAGE/.dicomnet-index.sqlite), no C-FIND/C-MOVE/C-GET.",
 )
 @click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(1, 64),
+    help="Processes accepting associations from one listening socket (like storescp --fork, "
+    "but pre-started); --max-associations applies per process. Use the number of cores for "
+    "many concurrent associations.  [default: 1]",
+)
+@click.option(
     "--shutdown-timeout",
     default=None,
     type=float,
@@ -482,6 +491,7 @@ def serve(
     max_associations: int | None,
     peer: tuple[str, ...],
     no_index: bool | None,
+    workers: int | None,
     shutdown_timeout: float | None,
     config_path: str | None,
     quiet: bool,
@@ -504,7 +514,7 @@ def serve(
     from dicomnet.archive.storage import DEFAULT_LAYOUT
     from dicomnet.server import DicomServer, ServerLimits
     from dicomnet.services.qr import ArchiveService
-    from dicomnet.services.storage import StorageService, open_index
+    from dicomnet.services.storage import StorageService, mark_clean, open_index
 
     _setup_logging(verbose, quiet)
     ctx = click.get_current_context()
@@ -515,6 +525,8 @@ def serve(
     def pick(value: Any, key: str, default: Any) -> Any:
         return value if value not in (None, ()) else cfg.get(key.replace("-", "_"), default)
 
+    listening: socket.socket | None = None
+    workers_v = 1
     try:
         host_v = str(pick(host, "host", "127.0.0.1"))
         port_v = int(pick(port, "port", 11112))
@@ -529,7 +541,16 @@ def serve(
         limits = ServerLimits(max_associations=int(pick(max_associations, "max-associations", 64)))
         peers = _parse_peers(peer or cfg.get("peers", cfg.get("peer", ())))
         indexed = not bool(pick(no_index, "no-index", False))
-        index = open_index(storage_v) if indexed else None
+        workers_v = int(pick(workers, "workers", 1))
+        if workers_v < 1:
+            raise ValueError(f"workers must be at least 1, not {workers_v}")
+        if workers_v > 1:
+            if indexed:
+                open_index(storage_v).close()  # repair once, before the workers start
+            listening = socket.create_server((host_v, port_v), backlog=256)
+        children = _fork_workers(workers_v - 1)
+        is_worker = children is None
+        index = open_index(storage_v, repair=workers_v == 1) if indexed else None
         service = ArchiveService if indexed else StorageService
         factory = service.factory(
             storage_v,
@@ -544,10 +565,15 @@ def serve(
     except (TypeError, ValueError) as exc:
         raise click.UsageError(f"bad option value: {exc}") from None
     except OSError as exc:
+        if listening is None and workers_v > 1:
+            raise click.UsageError(f"cannot listen on {host_v}:{port_v}: {exc}") from None
         raise click.UsageError(f"cannot use storage folder {storage_v}: {exc}") from None
 
+    stopped_cleanly = True  # marks the index clean at the end (no repair on the next start)
+
     async def go() -> None:
-        server = DicomServer(factory, host_v, port_v, limits=limits)
+        nonlocal stopped_cleanly
+        server = DicomServer(factory, host_v, port_v, limits=limits, sock=listening)
         await server.start()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
@@ -566,11 +592,14 @@ def serve(
                 "query/retrieve on; C-MOVE destinations: %s",
                 ", ".join(f"{ae}={h}:{p}" for ae, (h, p) in peers.items()) or "none",
             )
-        click.echo(
-            f"dicomnet serve: listening on {host_v}:{server.port} as {aet_v}, "
-            f"storing into {storage_v} (Ctrl-C to stop)",
-            err=True,
-        )
+        if not is_worker:
+            click.echo(
+                f"dicomnet serve: listening on {host_v}:{server.port} as {aet_v}, "
+                f"storing into {storage_v}"
+                + (f" with {workers_v} processes" if workers_v > 1 else "")
+                + " (Ctrl-C to stop)",
+                err=True,
+            )
         await stop.wait()
         log.info(
             "stopping: %d running association(s) get %g s to finish (signal again to abort)",
@@ -588,18 +617,27 @@ def serve(
             await server.close(abort_after=0)
         await closing
         second.cancel()
-        _clean_incoming(storage_v / ".incoming")
+        if children and not await asyncio.to_thread(_stop_workers, children, grace + 5):
+            stopped_cleanly = False
+        if not is_worker:
+            _clean_incoming(storage_v / ".incoming")
         log.info("stopped after %d association(s)", server.associations_served)
 
     try:
         _run(go())
     except OSError as exc:
+        stopped_cleanly = False
         click.echo(f"error: cannot listen on {host_v}:{port_v}: {exc}", err=True)
         sys.exit(2)
+    except BaseException:
+        stopped_cleanly = False
+        raise
     finally:
-        if factory.index_writer is not None:
-            factory.index_writer.close()  # the rows of the last instances
+        if factory.index_writer is not None and not factory.index_writer.close():
+            stopped_cleanly = False  # rows of the last instances are missing: repair next time
         if index is not None:
+            if stopped_cleanly and not is_worker:
+                mark_clean(index)
             index.close()
 
 
@@ -698,6 +736,71 @@ def index_command(storage: str, fresh: bool, quiet: bool, verbose: int) -> None:
         f"({total - indexed} skipped, {dropped} stale rows dropped): "
         f"{patients} patients, {studies} studies, {series} series"
     )
+
+
+def _fork_workers(count: int) -> list[int] | None:
+    """Start ``count`` more processes running the same server (before any thread or event loop
+    exists); returns their PIDs in the parent and None in a worker."""
+    children: list[int] = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            _die_with_parent()
+            return None
+        children.append(pid)
+    return children
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGTERM when the parent dies, even by SIGKILL, so that no orphan
+    keeps the port."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent is already gone
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _stop_workers(children: list[int], timeout: float) -> bool:
+    """SIGTERM the workers (each finishes its associations like the parent) and reap them;
+    SIGKILL what is left after ``timeout`` seconds. True when every worker exited with 0."""
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    pending = set(children)
+    clean = True
+    while pending and time.monotonic() < deadline:
+        for pid in list(pending):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 1
+            if done:
+                pending.discard(pid)
+                if os.waitstatus_to_exitcode(status) != 0:
+                    log.warning("worker %d exited with %s", pid, os.waitstatus_to_exitcode(status))
+                    clean = False
+        if pending:
+            time.sleep(0.05)
+    for pid in pending:
+        log.warning("worker %d did not stop in %.0f s; killing it", pid, timeout)
+        clean = False
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+    return clean
 
 
 def _clean_incoming(folder: Path) -> None:

@@ -38,16 +38,38 @@ log = logging.getLogger("dicomnet.services.storage")
 INDEX_NAME = ".dicomnet-index.sqlite"
 
 
+#: The index's state key that says how the last server using it stopped.
+SHUTDOWN_KEY = "shutdown"
+
+
 def open_index(root: str | os.PathLike[str], *, repair: bool = True) -> SQLiteIndex:
-    """Open (creating it if needed) the index of the storage folder ``root``; with ``repair``,
-    reconcile it with the files first (index files with no row, drop rows with no file)."""
+    """Open (creating it if needed) the index of the storage folder ``root``.
+
+    With ``repair`` (a server starting): unless the last server stopped cleanly (``mark_clean``),
+    reconcile the index with the files first (index files with no row, drop rows with no file),
+    which walks the whole folder; then mark the index in use until ``mark_clean``. Files added
+    to the folder by something else while no server ran are indexed by ``dicomnet index``.
+    """
     folder = Path(root)
     folder.mkdir(parents=True, exist_ok=True)
     index = SQLiteIndex(folder / INDEX_NAME)
     if repair:
-        added, removed = reconcile(index, folder)
-        log.info("index %s: %d files indexed, %d rows dropped", index.path, added, removed)
+        try:
+            if index.get_state(SHUTDOWN_KEY) == "clean":
+                log.info("index %s: the last server stopped cleanly; no repair", index.path)
+            else:
+                added, removed = reconcile(index, folder)
+                log.info("index %s: %d files indexed, %d rows dropped", index.path, added, removed)
+            index.set_state(SHUTDOWN_KEY, "running")
+        except BaseException:
+            index.close()
+            raise
     return index
+
+
+def mark_clean(index: SQLiteIndex) -> None:
+    """Every stored instance has its row: the next ``open_index(repair=True)`` skips the walk."""
+    index.set_state(SHUTDOWN_KEY, "clean")
 
 
 class IndexWriter:
@@ -63,6 +85,7 @@ class IndexWriter:
         self.index = index
         self.batch = batch
         self.written = 0
+        self.failed = 0  # rows that could not be written (logged)
         self._queue: queue.SimpleQueue[InstanceRecord | threading.Event | None] = (
             queue.SimpleQueue()
         )
@@ -94,13 +117,17 @@ class IndexWriter:
             return True
         return await asyncio.to_thread(self.flush, timeout)
 
-    def close(self, timeout: float | None = 60.0) -> None:
-        """Write what is queued and stop the worker (the index itself stays open)."""
+    def close(self, timeout: float | None = 60.0) -> bool:
+        """Write what is queued and stop the worker (the index itself stays open); True when
+        every queued row was written."""
         self._closed = True
         thread = self._thread
         if thread is not None:
             self._queue.put(None)
             thread.join(timeout)
+            if thread.is_alive():
+                return False
+        return self.failed == 0
 
     def _ensure_thread(self) -> None:
         if self._thread is None:
@@ -156,6 +183,7 @@ class IndexWriter:
                     self.index.add(record)
                     self.written += 1
                 except Exception as exc:
+                    self.failed += 1
                     log.warning(
                         "index: %s (%s) not indexed: %s", record.path, record.sop_instance_uid, exc
                     )
