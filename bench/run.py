@@ -625,6 +625,7 @@ def write_results(
     info: dict[str, object],
     args: argparse.Namespace,
     elapsed: float,
+    qr_tables: str = "",
 ) -> None:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = [
@@ -650,7 +651,10 @@ def write_results(
     )
     if args.note:
         text.append(f"- note: {args.note}")
-    text += ["", *table(results), "", "## Every run", "", *details(results), ""]
+    text += ["", *table(results), ""]
+    if qr_tables:
+        text += ["## Row 7: query/retrieve (bench/qr.py)", "", qr_tables, ""]
+    text += ["## Every run", "", *details(results), ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(text))
 
@@ -774,7 +778,9 @@ def main(argv: list[str]) -> int:
         help="a smoke run: 1/10 of the counts, one repetition, no 1 GiB row",
     )
     parser.add_argument(
-        "--rows", default=None, help="rows to run, e.g. 1,2,5 (default: all; --quick: 1,2,3,4,6)"
+        "--rows",
+        default=None,
+        help="rows to run, e.g. 1,2,5 (default: all; --quick: 1,2,3,4,6,7; 7 is bench/qr.py)",
     )
     parser.add_argument(
         "--reps", type=int, default=None, help="repetitions per row (default 3; --quick 1)"
@@ -804,7 +810,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args(argv)
     args.reps = args.reps or (1 if args.quick else 3)
-    rows = set((args.rows or ("1,2,3,4,6" if args.quick else "1,2,3,4,5,6")).split(","))
+    rows = set((args.rows or ("1,2,3,4,6,7" if args.quick else "1,2,3,4,5,6,7")).split(","))
     output = args.output or (OUT / "results-quick.md" if args.quick else BENCH / "results.md")
 
     sets = data.ensure()
@@ -817,11 +823,22 @@ def main(argv: list[str]) -> int:
     for group in build_groups(sets, args.quick, rows):
         print(f"row {group.id}: {group.title}", flush=True)
         results.extend(run_group(group, args.reps, args.timeout))
+    qr_tables = ""
+    qr_failed = False
+    if "7" in rows:
+        import qr
+
+        print("row 7: query/retrieve (bench/qr.py)", flush=True)
+        find, retrieve = qr.run(args.quick)
+        qr_tables = qr.markdown(find, retrieve)
+        qr_failed = any(r.problem for r in retrieve)
     elapsed = time.perf_counter() - start
-    write_results(output, results, info, args, elapsed)
+    write_results(output, results, info, args, elapsed, qr_tables)
     print("\n".join(table(results)))
     print(f"\n{elapsed:.0f} s; written to {output}")
-    return 1 if any(r.error for r in results) else 0
+    if qr_tables:
+        print(qr_tables)
+    return 1 if qr_failed or any(r.error for r in results) else 0
 
 
 if __name__ == "__main__":
