@@ -99,7 +99,9 @@ SinkFactory = Callable[[Message, NegotiatedContext], DatasetSink]
 
 class _Adapter(logging.LoggerAdapter):  # type: ignore[type-arg]
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[{self.extra['association'] if self.extra else ''}] {msg}", kwargs
+        # The prefix holds the peer's AE titles: a "%" in one must not act as a format directive.
+        prefix = str(self.extra["association"] if self.extra else "").replace("%", "%%")
+        return f"[{prefix}] {msg}", kwargs
 
 
 class Association(asyncio.BufferedProtocol):

@@ -37,7 +37,7 @@ from dicomnet.pdu import (
     UserIdentityRQ,
     UserInformation,
 )
-from dicomnet.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicomnet.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, is_valid_uid
 
 # The largest P-DATA-TF we offer to receive; peers fill it, so fewer PDUs and syscalls per byte.
 DEFAULT_MAX_PDU_LENGTH = 1 << 20
@@ -80,7 +80,7 @@ class PresentationContext:
             preferred = self.transfer_syntaxes[:1]
         offered = set(self.transfer_syntaxes)
         for syntax in preferred:
-            if syntax in offered:
+            if syntax in offered and is_valid_uid(syntax):
                 self.result = PresentationContextResult.ACCEPTANCE
                 self.transfer_syntax = syntax
                 return True
@@ -262,9 +262,10 @@ def request_from_pdu(
     roles = {r.sop_class_uid: r for r in info.role_selections}
     contexts: list[PresentationContext] = []
     for item in rq.presentation_contexts:
-        pc = PresentationContext(
-            item.context_id, item.abstract_syntax, list(item.transfer_syntaxes)
-        )
+        # A transfer syntax that is not a UID (bytes outside "0-9." decode to U+FFFD) can be
+        # neither matched nor echoed in the A-ASSOCIATE-AC: the handler never sees it.
+        syntaxes = [ts for ts in item.transfer_syntaxes if is_valid_uid(ts)]
+        pc = PresentationContext(item.context_id, item.abstract_syntax, syntaxes)
         role = roles.get(item.abstract_syntax)
         if role is not None:
             pc.proposed_scu_role = role.scu_role

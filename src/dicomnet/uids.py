@@ -58,7 +58,7 @@ _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 def is_valid_uid(value: str) -> bool:
     """True for a syntactically valid UID (PS3.5 §9.1): digits and dots, no leading zeros,
     at most 64 characters. Such a value is also safe as a file name."""
-    return 0 < len(value) <= 64 and _UID_RE.match(value) is not None
+    return 0 < len(value) <= 64 and _UID_RE.fullmatch(value) is not None
 
 
 @cache

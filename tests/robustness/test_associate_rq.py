@@ -10,6 +10,7 @@ import pytest
 
 from tests.robustness.conftest import (
     ARTIM,
+    IMPLICIT_VR_LE,
     VERIFICATION,
     Running,
     ae,
@@ -194,4 +195,38 @@ async def test_malformed_associate_rq_aborted(
     assert await peer.closed_by_server()
     logged(caplog, "A-ASSOCIATE-RQ", level=logging.WARNING)
     await peer.aclose()
+    await server.echo_works()
+
+
+async def test_transfer_syntax_that_is_not_a_uid_is_not_accepted(
+    server: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transfer syntax item holding bytes that are no UID (PS3.5 §9.1) cannot be chosen: the
+    A-ASSOCIATE-AC would have to echo it. The context is refused (result 4, transfer syntaxes
+    not supported, PS3.8 Table 9-18) or accepted with a valid syntax proposed beside it."""
+    garbage = presentation_context(1, VERIFICATION, "1.2\xff.840")
+    value = bytes([3, 0, 0, 0]) + item(0x30, VERIFICATION.encode())
+    value += item(0x40, b"1.2.8\xff0") + item(0x40, IMPLICIT_VR_LE.encode())
+    mixed = item(0x20, value)
+    peer = await server.peer()
+    await peer.send(associate_rq(contexts=[garbage, mixed]))
+    ac = await peer.read_pdu()
+    assert ac.accepted_contexts() == {1: 4, 3: 0}
+    await peer.aclose()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    await server.echo_works()
+
+
+async def test_percent_in_an_ae_title_is_logged_as_text(
+    server: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Log lines carry the peer's AE titles; a "%" in one is text, not a format directive."""
+    peer = await server.peer()
+    await peer.send(associate_rq(calling=ae("RO%^ST%d")))
+    assert (await peer.read_pdu()).type == 0x02
+    await peer.send(b"\x04\x00\x00\x00")  # a truncated P-DATA-TF header, then gone
+    await peer.aclose()
+    await server.wait_idle()
+    text = logged(caplog, "incomplete PDU", level=logging.WARNING)
+    assert "RO%^ST%d->" in text and "4 bytes" in text
     await server.echo_works()
