@@ -98,6 +98,10 @@ class Result:
         best = self.best
         return self.case.count / best if best else None
 
+    @property
+    def median_rate(self) -> float | None:
+        return self.case.count / statistics.median(self.times) if self.times else None
+
 
 # --- clients --------------------------------------------------------------------------------------
 
@@ -510,6 +514,9 @@ def run_group(group: Group, reps: int, timeout: float) -> list[Result]:
                     continue  # two failed runs: this case is not tried again
                 server = servers[case.server]
                 data.clear(server.folder)
+                # Write back what earlier runs left dirty in the page cache, so that no run
+                # pays for the writeback of another's files (the largest source of variance).
+                os.sync()
                 cpu0 = server.cpu_seconds()
                 timed = run_clients(case.clients(server, base / "client"), base / "client", timeout)
                 cpu1 = server.cpu_seconds()
@@ -563,8 +570,8 @@ def _fmt(value: float | None, digits: int = 0) -> str:
 
 def table(results: list[Result]) -> list[str]:
     lines = [
-        "| row | workload | implementation | n | best s | ops/s | MB/s | peak RSS MB | xDCMTK | xpynetdicom |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| row | workload | implementation | n | best s | ops/s | MB/s | peak RSS MB | xDCMTK | xDCMTK (medians) | xpynetdicom |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by_group: dict[str, list[Result]] = {}
     for r in results:
@@ -572,28 +579,31 @@ def table(results: list[Result]) -> list[str]:
     for gid, rs in by_group.items():
         title = rs[0].group.title
         peers = {r.case.role: r.rate for r in rs if r.case.role != "dicomnet"}
+        medians = {r.case.role: r.median_rate for r in rs if r.case.role != "dicomnet"}
         for n, r in enumerate(rs):
             if n:
                 title = ""  # the workload is named on the row's first line only
             rate = r.rate
-            ratios = ["", ""]
+            ratios = ["", "", ""]
             if r.case.role == "dicomnet" and rate:
                 for i, role in enumerate(("dcmtk", "pynetdicom")):
                     other = peers.get(role)
-                    ratios[i] = f"{rate / other:.2f}" if other else "-"
+                    ratios[2 * i] = f"{rate / other:.2f}" if other else "-"
+                mine, theirs = r.median_rate, medians.get("dcmtk")
+                ratios[1] = f"{mine / theirs:.2f}" if mine and theirs else "-"
             mbs = r.case.nbytes / 1e6 / r.best if r.best and r.case.nbytes else None
             label = r.case.label + (f" ({r.case.note})" if r.case.note else "")
             if r.failures and r.times:
                 label += f" ({len(r.failures)} failed run(s): {r.failures[-1][:200]})"
             if r.error:
                 lines.append(
-                    f"| {gid} | {title} | {label} | {r.case.count} | FAILED: {r.error} | | | | | |"
+                    f"| {gid} | {title} | {label} | {r.case.count} | FAILED: {r.error} | | | | | | |"
                 )
                 continue
             rss = _fmt(r.rss_mb) + (" (client)" if r.case.rss == "client" and r.rss_mb else "")
             lines.append(
                 f"| {gid} | {title} | {label} | {r.case.count} | {_fmt(r.best, 3)} | "
-                f"{_fmt(rate, 2 if rate and rate < 10 else 0)} {r.group.unit}/s | {_fmt(mbs, 1)} | {rss} | {ratios[0]} | {ratios[1]} |"
+                f"{_fmt(rate, 2 if rate and rate < 10 else 0)} {r.group.unit}/s | {_fmt(mbs, 1)} | {rss} | {ratios[0]} | {ratios[1]} | {ratios[2]} |"
             )
     return lines
 
@@ -640,7 +650,8 @@ def write_results(
         f"- {args.reps} repetition(s) per row, implementations alternating round-robin; the table shows the "
         "best (shortest) run, the details every run.",
         "- ops/s: instances (or C-ECHOs) per second; MB/s: Part 10 file bytes sent per second (10^6 bytes). "
-        "xDCMTK and xpynetdicom: dicomnet's rate divided by the peer's rate in the same row (> 1: dicomnet faster).",
+        "xDCMTK and xpynetdicom: dicomnet's rate divided by the peer's rate in the same row (> 1: dicomnet faster), "
+        "from the best runs; xDCMTK (medians) from the median runs, less sensitive to one lucky or unlucky run.",
         "- peak RSS: VmHWM of the SCP process (whole run of the row); '(client)' rows give the client's "
         "peak instead; DCMTK --fork children are not measured (-).",
     ]

@@ -161,7 +161,10 @@ class TempFilePool:
                     item = ready.popleft()
                 except IndexError:  # taken meanwhile by another thread
                     continue
-                self._wake.set()
+                # Wake the worker only once the pool is half empty: it then refills in one
+                # burst, instead of a thread switch (and a fight for the GIL) per file.
+                if sum(map(len, self._ready)) <= self.size // 2:
+                    self._wake.set()
                 return item
         self._wake.set()
         return _create_temp(self.directory)

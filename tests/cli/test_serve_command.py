@@ -372,7 +372,7 @@ def test_python_dash_m_dicomnet() -> None:
 def test_workers_share_the_port_and_stop_together(
     serve: Callable[..., Serve], tmp_path: Path
 ) -> None:
-    """--workers 2: two processes listen on the port (SO_REUSEPORT); four storescu at once all
+    """--workers 2: two processes accept from one listening socket; four storescu at once all
     land, each instance is indexed once, and SIGTERM to the parent stops every worker."""
     import psutil
 

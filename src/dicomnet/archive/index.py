@@ -477,6 +477,10 @@ class SQLiteIndex:
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
         self.path = str(path)
         self._lock = threading.RLock()
+        # (table, unique key) -> (pk, previous parent pk, the raw values written): see add_many
+        self._written: dict[tuple[str, str], tuple[int, int | None, tuple[object, ...]]] | None = (
+            None
+        )
         self._db = sqlite3.connect(
             self.path, timeout=timeout, isolation_level=None, check_same_thread=False
         )
@@ -518,9 +522,16 @@ class SQLiteIndex:
         """``add`` every record in one transaction (fast bulk loads); returns how many."""
         count = 0
         with self._lock, self._transaction():
-            for record in records:
-                self._add(record)
-                count += 1
+            # Within one transaction nobody else writes: a patient, study or series already
+            # written in it with the same values needs no second SELECT and UPDATE (a batch is
+            # mostly instances of one series, so this saves 6 of 8 statements per instance).
+            self._written = {}
+            try:
+                for record in records:
+                    self._add(record)
+                    count += 1
+            finally:
+                self._written = None
         return count
 
     def remove(self, sop_instance_uid: str) -> None:
@@ -560,6 +571,18 @@ class SQLiteIndex:
         return iter([(str(p), str(u)) for p, u in rows])
 
     def _add(self, r: InstanceRecord) -> None:
+        written = self._written
+        patient_raw = (r.patient_id, r.patient_name, r.patient_birth_date, r.patient_sex)
+        seen = None if written is None else written.get(("patient", str(r.patient_id)))
+        if seen is not None and seen[2] == patient_raw:
+            patient_pk = seen[0]
+        else:
+            patient_pk = self._add_patient(r)
+            if written is not None:
+                written["patient", str(r.patient_id)] = (patient_pk, None, patient_raw)
+        self._add_below(r, patient_pk)
+
+    def _add_patient(self, r: InstanceRecord) -> int:
         db = self._db
         cv = column_value
         patient_id = cv("LO", r.patient_id)
@@ -587,7 +610,11 @@ class SQLiteIndex:
                 "patient_sex = coalesce(?, patient_sex) WHERE pk = ?",
                 (*patient_values, patient_pk),
             )
+        return int(patient_pk)
 
+    def _add_below(self, r: InstanceRecord, patient_pk: int) -> None:
+        db = self._db
+        cv = column_value
         study_values = (
             cv("DA", r.study_date),
             r.study_time,
@@ -632,17 +659,17 @@ class SQLiteIndex:
             r.path,
             r.size,
         )
-        row = db.execute(
-            "SELECT pk, series_fk FROM instance WHERE sop_instance_uid = ?", (r.sop_instance_uid,)
-        ).fetchone()
-        if row is None:
-            db.execute(
-                "INSERT INTO instance (series_fk, sop_class_uid, instance_number, "
-                "specific_character_set, transfer_syntax_uid, path, size, sop_instance_uid) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (*instance_values, r.sop_instance_uid),
-            )
-        else:
+        inserted = db.execute(
+            "INSERT INTO instance (series_fk, sop_class_uid, instance_number, "
+            "specific_character_set, transfer_syntax_uid, path, size, sop_instance_uid) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sop_instance_uid) DO NOTHING",
+            (*instance_values, r.sop_instance_uid),
+        ).rowcount
+        if inserted != 1:  # stored before: refresh its row
+            row = db.execute(
+                "SELECT pk, series_fk FROM instance WHERE sop_instance_uid = ?",
+                (r.sop_instance_uid,),
+            ).fetchone()
             db.execute(
                 "UPDATE instance SET series_fk = ?, sop_class_uid = ?, instance_number = ?, "
                 "specific_character_set = ?, transfer_syntax_uid = ?, path = ?, size = ? "
@@ -665,6 +692,27 @@ class SQLiteIndex:
         values: Sequence[object],
     ) -> tuple[int, int | None]:
         """Insert or refresh an entity row; returns its pk and its previous parent's pk."""
+        uid = unique[1]
+        parent_pk = parent[1]
+        written = self._written
+        raw = (parent_pk, *values)
+        if written is not None:
+            seen = written.get((table, uid))
+            if seen is not None and seen[2] == raw:
+                return seen[0], parent_pk  # written in this transaction with these values
+            pk, old_parent = self._upsert_row(table, unique, parent, columns, values)
+            written[table, uid] = (pk, old_parent, raw)
+            return pk, old_parent
+        return self._upsert_row(table, unique, parent, columns, values)
+
+    def _upsert_row(
+        self,
+        table: str,
+        unique: tuple[str, str],
+        parent: tuple[str, int],
+        columns: Sequence[str],
+        values: Sequence[object],
+    ) -> tuple[int, int | None]:
         uid_column, uid = unique
         parent_column, parent_pk = parent
         row = self._db.execute(

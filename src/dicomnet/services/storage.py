@@ -81,9 +81,15 @@ class IndexWriter:
     ``reconcile`` indexes again on the next start.
     """
 
-    def __init__(self, index: Index, *, batch: int = 256) -> None:
+    def __init__(self, index: Index, *, batch: int = 256, linger: float = 0.02) -> None:
         self.index = index
         self.batch = batch
+        # Seconds the writer waits after the first queued row for more to come, so that a
+        # transaction holds many rows (SQLite writes every page it touches once per
+        # transaction: a row a transaction cost a dozen writes per instance); flush and close
+        # cut the wait short.
+        self.linger = linger
+        self._hurry = threading.Event()
         self.written = 0
         self.failed = 0  # rows that could not be written (logged)
         self._queue: queue.SimpleQueue[InstanceRecord | threading.Event | None] = (
@@ -109,6 +115,7 @@ class IndexWriter:
             return True
         done = threading.Event()
         self._queue.put(done)
+        self._hurry.set()
         return done.wait(timeout)
 
     async def aflush(self, timeout: float | None = 60.0) -> bool:
@@ -124,6 +131,7 @@ class IndexWriter:
         thread = self._thread
         if thread is not None:
             self._queue.put(None)
+            self._hurry.set()
             thread.join(timeout)
             if thread.is_alive():
                 return False
@@ -142,6 +150,9 @@ class IndexWriter:
     def _run(self) -> None:
         while True:
             item = self._queue.get()
+            if isinstance(item, InstanceRecord) and self.linger > 0:
+                self._hurry.wait(self.linger)
+            self._hurry.clear()
             records: list[InstanceRecord] = []
             markers: list[threading.Event] = []
             stop = False
