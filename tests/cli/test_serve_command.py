@@ -114,24 +114,7 @@ def test_two_storescu_at_once_both_land_completely(
         for i in range(40):
             ds = write_ct(folder / f"{i:03d}.dcm", rows=128, columns=128, patient_id=f"P{n}")
             sent[str(ds.SOPInstanceUID)] = dataset_bytes(folder / f"{i:03d}.dcm")
-    procs = [
-        subprocess.Popen(
-            [storescu, "+sd", "-aet", f"SENDER{n}", "127.0.0.1", str(server.port), str(folder)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=dcmtk_env(),
-        )
-        for n, folder in enumerate(folders)
-    ]
-    try:
-        outputs = [p.communicate(timeout=60)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, out in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, out.decode(errors="replace")
+    _storescu_at_once(storescu, server.port, folders, "SENDER")
     stored = server.stored()
     assert len(stored) == 80
     for path in stored:
@@ -390,24 +373,7 @@ def test_workers_share_the_port_and_stop_together(
                 folder / f"{i:03d}.dcm", rows=64, columns=64, patient_id="WORKERS", study_uid=study
             )
             sent[str(ds.SOPInstanceUID)] = dataset_bytes(folder / f"{i:03d}.dcm")
-    procs = [
-        subprocess.Popen(
-            [storescu, "+sd", "-aet", f"W{n}", "127.0.0.1", str(server.port), str(folder)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=dcmtk_env(),
-        )
-        for n, folder in enumerate(folders)
-    ]
-    try:
-        outputs = [p.communicate(timeout=60)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, out in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, out.decode(errors="replace")
+    _storescu_at_once(storescu, server.port, folders, "W")
     stored = server.stored()
     assert len(stored) == 60
     for path in stored:
@@ -452,3 +418,26 @@ def _index_rows_and_state(storage: Path) -> tuple[int, str | None]:
     finally:
         db.close()
     return int(rows), None if state is None else str(state[0])
+
+
+def _storescu_at_once(storescu: str, port: int, folders: list[Path], aet: str) -> None:
+    """One storescu per folder, all at once (calling AE ``aet`` + its number); each must
+    succeed."""
+    procs = [
+        subprocess.Popen(
+            [storescu, "+sd", "-aet", f"{aet}{n}", "127.0.0.1", str(port), str(folder)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dcmtk_env(),
+        )
+        for n, folder in enumerate(folders)
+    ]
+    try:
+        outputs = [p.communicate(timeout=60)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, out.decode(errors="replace")

@@ -692,32 +692,17 @@ class SQLiteIndex:
         values: Sequence[object],
     ) -> tuple[int, int | None]:
         """Insert or refresh an entity row; returns its pk and its previous parent's pk."""
-        uid = unique[1]
-        parent_pk = parent[1]
-        written = self._written
-        raw = (parent_pk, *values)
-        if written is not None:
-            seen = written.get((table, uid))
-            if seen is not None and seen[2] == raw:
-                return seen[0], parent_pk  # written in this transaction with these values
-            pk, old_parent = self._upsert_row(table, unique, parent, columns, values)
-            written[table, uid] = (pk, old_parent, raw)
-            return pk, old_parent
-        return self._upsert_row(table, unique, parent, columns, values)
-
-    def _upsert_row(
-        self,
-        table: str,
-        unique: tuple[str, str],
-        parent: tuple[str, int],
-        columns: Sequence[str],
-        values: Sequence[object],
-    ) -> tuple[int, int | None]:
         uid_column, uid = unique
         parent_column, parent_pk = parent
+        written = self._written
+        raw = (parent_pk, *values)
+        seen = None if written is None else written.get((table, uid))
+        if seen is not None and seen[2] == raw:
+            return seen[0], parent_pk  # written in this transaction with these values
         row = self._db.execute(
             f"SELECT pk, {parent_column} FROM {table} WHERE {uid_column} = ?", (uid,)
         ).fetchone()
+        result: tuple[int, int | None]
         if row is None:
             placeholders = ", ".join("?" * (len(columns) + 2))
             cursor = self._db.execute(
@@ -726,13 +711,17 @@ class SQLiteIndex:
                 (uid, parent_pk, *values),
             )
             assert cursor.lastrowid is not None
-            return cursor.lastrowid, None
-        sets = ", ".join(f"{c} = coalesce(?, {c})" for c in columns)
-        self._db.execute(
-            f"UPDATE {table} SET {parent_column} = ?, {sets} WHERE pk = ?",
-            (parent_pk, *values, row[0]),
-        )
-        return row[0], row[1]
+            result = cursor.lastrowid, None
+        else:
+            sets = ", ".join(f"{c} = coalesce(?, {c})" for c in columns)
+            self._db.execute(
+                f"UPDATE {table} SET {parent_column} = ?, {sets} WHERE pk = ?",
+                (parent_pk, *values, row[0]),
+            )
+            result = row[0], row[1]
+        if written is not None:
+            written[table, uid] = (result[0], result[1], raw)
+        return result
 
     def _prune_series(self, pk: int) -> None:
         row = self._db.execute("SELECT study_fk FROM series WHERE pk = ?", (pk,)).fetchone()
