@@ -507,9 +507,9 @@ def serve(
     listens on 127.0.0.1:11112 as DICOMNET and stores into ./dicom-store.
 
     It is also a query/retrieve node: every instance is indexed in
-    STORAGE/.dicomnet-index.sqlite (repaired against the files on start), and C-FIND, C-MOVE
-    (to the --peer destinations) and C-GET are answered in the Patient Root and Study Root
-    models. --no-index makes it a storage node only.
+    STORAGE/.dicomnet-index.sqlite (repaired against the files on a start after an unclean
+    stop), and C-FIND, C-MOVE (to the --peer destinations) and C-GET are answered in the
+    Patient Root and Study Root models. --no-index makes it a storage node only.
     """
     from dicomnet.archive.storage import DEFAULT_LAYOUT
     from dicomnet.server import DicomServer, ServerLimits
