@@ -1086,12 +1086,30 @@ class DicomClient:
     async def _one(self, request: Request) -> c.Message:
         await self._ensure_contexts(request.contexts())
         done = await self._start(request)
-        try:
-            return await asyncio.wait_for(asyncio.shield(done), self.dimse_timeout)
-        except TimeoutError as exc:
-            raise DicomTimeoutError(
-                f"no response to message {request.message_id} within {self.dimse_timeout} s"
-            ) from exc
+        if not done.done():
+            # Wait for the response without cancelling ``done`` on a timeout (its slot of the
+            # window stays taken until the peer answers); cheaper than wait_for(shield(...)).
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+
+            def wake(_: object = None) -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+            done.add_done_callback(wake)
+            timeout = self.dimse_timeout
+            timer = None if timeout is None else loop.call_later(timeout, wake)
+            try:
+                await waiter
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                done.remove_done_callback(wake)
+            if not done.done():
+                raise DicomTimeoutError(
+                    f"no response to message {request.message_id} within {self.dimse_timeout} s"
+                )
+        return done.result()
 
     async def c_echo(self) -> int:
         """Send a C-ECHO-RQ; returns the response status."""

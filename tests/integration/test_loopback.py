@@ -103,3 +103,23 @@ async def test_server_keeps_serving_many_associations(tmp_path: Path) -> None:
 
         results = await asyncio.gather(*(one(i) for i in range(8)))
     assert results == [0] * 8
+
+
+async def test_dimse_timeout_raises_and_the_late_response_is_still_taken() -> None:
+    """No response within dimse_timeout: DicomTimeoutError. The request keeps its slot of the
+    window until the peer does answer (the association stays usable)."""
+    release = asyncio.Event()
+
+    class Slow(dicomnet.Service):
+        async def on_c_echo(self, request: object) -> int:
+            await release.wait()
+            return Status.SUCCESS
+
+    async with DicomServer(Slow, "127.0.0.1", 0) as server:
+        async with DicomClient(
+            "127.0.0.1", server.port, "SCU", "SLOW", dimse_timeout=0.2
+        ) as client:
+            with pytest.raises(dicomnet.DicomTimeoutError, match="no response"):
+                await client.c_echo()
+            release.set()
+            assert await client.c_echo() == Status.SUCCESS
