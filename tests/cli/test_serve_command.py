@@ -19,7 +19,7 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
 
 from tests.cli.conftest import DICOMNET, Mixed, Serve, dataset_bytes, dicomnet
-from tests.helpers import dcmtk_env, free_port, require_tool, run, write_ct
+from tests.helpers import REQUIRE_PEERS, dcmtk_env, free_port, require_tool, run, write_ct
 from tests.robustness.conftest import (
     CT_IMAGE_STORAGE,
     EXPLICIT_VR_LE,
@@ -278,10 +278,45 @@ def test_command_line_wins_over_config_and_unknown_keys_fail(tmp_path: Path) -> 
     assert "unknown option(s) colour" in result.stderr
 
 
+def test_unusable_index_is_a_clear_error_and_the_files_stay(tmp_path: Path) -> None:
+    """A damaged index file: exit 2 with what to do, before anything listens; nothing in the
+    storage folder is touched."""
+    storage = tmp_path / "store"
+    storage.mkdir()
+    kept = storage / "kept.dcm"
+    kept.write_bytes(b"not touched")
+    index = storage / ".dicomnet-index.sqlite"
+    index.write_bytes(b"\x00garbage" * 500)
+    for extra in ([], ["--workers", "2"]):
+        port = free_port()
+        result = dicomnet("serve", "--port", str(port), "--storage", str(storage), *extra)
+        assert result.returncode == 2, result.stderr
+        assert "is not usable" in result.stderr and "dicomnet index" in result.stderr
+        assert _refused(port)
+    assert kept.read_bytes() == b"not touched"
+    assert index.read_bytes() == b"\x00garbage" * 500
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('workers = "many"', "workers must be a number, not 'many'"),
+        ("workers = 0", "workers must be at least 1"),
+        ("port = true", "port must be a number, not True"),
+    ],
+)
+def test_config_values_that_are_not_numbers(tmp_path: Path, line: str, message: str) -> None:
+    config = tmp_path / "dicomnet.toml"
+    config.write_text(line + "\n")
+    result = dicomnet("serve", "--storage", str(tmp_path / "s"), "--config", str(config))
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
 def test_serve_alone_uses_the_defaults(tmp_path: Path) -> None:
     """`dicomnet serve` with no option: 127.0.0.1:11112, AE DICOMNET, ./dicom-store."""
     if not _refused(11112):
-        pytest.skip("port 11112 is in use on this machine")
+        _port_busy("port 11112 is in use on this machine")
     log_path = tmp_path / "serve.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([*DICOMNET, "serve"], cwd=tmp_path, stdout=log, stderr=log)
@@ -291,7 +326,7 @@ def test_serve_alone_uses_the_defaults(tmp_path: Path) -> None:
             while "listening on 127.0.0.1:11112 as DICOMNET" not in log_path.read_text():
                 if proc.poll() is not None:
                     if "cannot listen" in log_path.read_text():
-                        pytest.skip("port 11112 was taken meanwhile by another program")
+                        _port_busy("port 11112 was taken meanwhile by another program")
                     raise AssertionError(log_path.read_text())
                 assert time.monotonic() < deadline, log_path.read_text()
                 time.sleep(0.02)
@@ -441,3 +476,11 @@ def _storescu_at_once(storescu: str, port: int, folders: list[Path], aet: str) -
                 p.wait()
     for p, out in zip(procs, outputs, strict=True):
         assert p.returncode == 0, out.decode(errors="replace")
+
+
+def _port_busy(reason: str) -> None:
+    """The defaults can only be tested on a free 11112: skip on a developer's machine, but
+    fail in CI (DICOMNET_REQUIRE_PEERS=1), where the default port must be testable."""
+    if REQUIRE_PEERS:
+        pytest.fail(f"{reason}; the default port cannot be tested (DICOMNET_REQUIRE_PEERS=1)")
+    pytest.skip(reason)

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
 import tomllib
@@ -514,7 +515,7 @@ def serve(
     from dicomnet.archive.storage import DEFAULT_LAYOUT
     from dicomnet.server import DicomServer, ServerLimits
     from dicomnet.services.qr import ArchiveService
-    from dicomnet.services.storage import StorageService, mark_clean, open_index
+    from dicomnet.services.storage import INDEX_NAME, StorageService, mark_clean, open_index
 
     _setup_logging(verbose, quiet)
     ctx = click.get_current_context()
@@ -525,11 +526,21 @@ def serve(
     def pick(value: Any, key: str, default: Any) -> Any:
         return value if value not in (None, ()) else cfg.get(key.replace("-", "_"), default)
 
+    def number(value: Any, key: str, default: int | float) -> Any:
+        """An option that is a number, as ``type(default)``; ValueError names the option."""
+        raw = pick(value, key, default)
+        try:
+            if isinstance(raw, bool):
+                raise TypeError
+            return type(default)(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key} must be a number, not {raw!r}") from None
+
     listening: socket.socket | None = None
     workers_v = 1
     try:
         host_v = str(pick(host, "host", "127.0.0.1"))
-        port_v = int(pick(port, "port", 11112))
+        port_v = number(port, "port", 11112)
         aet_v = str(pick(aet, "aet", "DICOMNET"))
         storage_v = Path(pick(storage, "storage", "dicom-store"))
         layout_v = str(pick(layout, "layout", DEFAULT_LAYOUT))
@@ -537,17 +548,20 @@ def serve(
         allowed = [allowed_raw] if isinstance(allowed_raw, str) else [str(a) for a in allowed_raw]
         fsync = not bool(pick(no_fsync, "no-fsync", False))
         strict = bool(pick(strict_aet, "strict-aet", False))
-        grace = float(pick(shutdown_timeout, "shutdown-timeout", 10.0))
-        limits = ServerLimits(max_associations=int(pick(max_associations, "max-associations", 64)))
+        grace = number(shutdown_timeout, "shutdown-timeout", 10.0)
+        limits = ServerLimits(max_associations=number(max_associations, "max-associations", 64))
         peers = _parse_peers(peer or cfg.get("peers", cfg.get("peer", ())))
         indexed = not bool(pick(no_index, "no-index", False))
-        workers_v = int(pick(workers, "workers", 1))
+        workers_v = number(workers, "workers", 1)
         if workers_v < 1:
             raise ValueError(f"workers must be at least 1, not {workers_v}")
         if workers_v > 1:
             if indexed:
                 open_index(storage_v).close()  # repair once, before the workers start
-            listening = socket.create_server((host_v, port_v), backlog=256)
+            try:
+                listening = socket.create_server((host_v, port_v), backlog=256)
+            except OSError as exc:
+                raise click.UsageError(f"cannot listen on {host_v}:{port_v}: {exc}") from None
         children = _fork_workers(workers_v - 1)
         is_worker = children is None
         index = open_index(storage_v, repair=workers_v == 1) if indexed else None
@@ -564,9 +578,13 @@ def serve(
         )
     except (TypeError, ValueError) as exc:
         raise click.UsageError(f"bad option value: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        raise click.UsageError(
+            f"the index {storage_v / INDEX_NAME} is not usable ({exc}); the stored files are "
+            f"untouched: move the index away and rebuild it with `dicomnet index {storage_v}`, "
+            "or start with --no-index"
+        ) from None
     except OSError as exc:
-        if listening is None and workers_v > 1:
-            raise click.UsageError(f"cannot listen on {host_v}:{port_v}: {exc}") from None
         raise click.UsageError(f"cannot use storage folder {storage_v}: {exc}") from None
 
     stopped_cleanly = True  # marks the index clean at the end (no repair on the next start)
