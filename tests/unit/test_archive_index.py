@@ -403,3 +403,19 @@ def test_study_query_by_patient_id_uses_an_index_on_100k_instances() -> None:
         assert "USING INDEX patient_name_idx" in plan or "COVERING INDEX patient_name_idx" in plan
         plan = idx.explain("STUDY", q(StudyDate="20200301-20200305"))
         assert "INDEX study_date_idx" in plan, plan
+
+
+def test_one_batch_that_moves_an_instance_away_and_back() -> None:
+    """add_many reuses the patient/study/series rows it wrote earlier in the same transaction;
+    an instance moving to another series prunes the emptied series, and a later record of that
+    series in the same batch must create it again, not point at the deleted row."""
+    a = rec("9.1.1", "9.1", "9", modality="CT", **P1, **S1)
+    moved = rec("9.1.1", "9.2", "9", modality="CT", **P1, **S1)  # the only instance leaves 9.1
+    back = rec("9.1.2", "9.1", "9", modality="CT", **P1, **S1)
+    with SQLiteIndex(":memory:") as idx:
+        idx.add_many([a, moved, back])
+        by_uid = {r.sop_instance_uid: r.series_instance_uid for r in idx.records()}
+        assert by_uid == {"9.1.1": "9.2", "9.1.2": "9.1"}
+        series = uids(idx.query("SERIES", q(StudyInstanceUID="9", SeriesInstanceUID="")),
+                      "SeriesInstanceUID")  # fmt: skip
+        assert sorted(series) == ["9.1", "9.2"]

@@ -724,6 +724,10 @@ class SQLiteIndex:
         return result
 
     def _prune_series(self, pk: int) -> None:
+        # Rows may be deleted below: add_many's memory of rows written in this transaction
+        # would point at them (rare: only when an instance changes series, study or patient).
+        if self._written is not None:
+            self._written.clear()
         row = self._db.execute("SELECT study_fk FROM series WHERE pk = ?", (pk,)).fetchone()
         deleted = self._db.execute(
             "DELETE FROM series WHERE pk = ? AND NOT EXISTS "
@@ -734,6 +738,8 @@ class SQLiteIndex:
             self._prune_study(row[0])
 
     def _prune_study(self, pk: int) -> None:
+        if self._written is not None:
+            self._written.clear()
         row = self._db.execute("SELECT patient_fk FROM study WHERE pk = ?", (pk,)).fetchone()
         deleted = self._db.execute(
             "DELETE FROM study WHERE pk = ? AND NOT EXISTS "
@@ -744,6 +750,8 @@ class SQLiteIndex:
             self._prune_patient(row[0])
 
     def _prune_patient(self, pk: int) -> None:
+        if self._written is not None:
+            self._written.clear()
         self._db.execute(
             "DELETE FROM patient WHERE pk = ? AND NOT EXISTS "
             "(SELECT 1 FROM study WHERE patient_fk = ?)",
