@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from pydicom.uid import UID
+
 from dicomnet.errors import NegotiationError
 from dicomnet.pdu import (
     A_ASSOCIATE_AC,
@@ -503,3 +505,42 @@ def read_accept(rq: A_ASSOCIATE_RQ, ac: A_ASSOCIATE_AC) -> Negotiated:
             e.sop_class_uid: e.application_information for e in info.extended_negotiations
         },
     )
+
+
+#: PS3.8 §9.3.2.2: presentation context IDs are the odd numbers 1-255, so 128 per association.
+MAX_PRESENTATION_CONTEXTS = 128
+
+_LITTLE_ENDIAN_UNCOMPRESSED = (
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2",
+)  # Explicit, Implicit VR LE
+
+
+def storage_context(
+    sop_class_uid: str, transfer_syntax: str, *, reencodable: bool | None = None
+) -> ProposedContext:
+    """The context to send one (SOP class, transfer syntax): the syntax itself, then the
+    uncompressed little endian syntaxes when the data can be re-encoded into them (by default:
+    any syntax whose pixel data is not encapsulated, big endian and deflated included)."""
+    if reencodable is None:
+        reencodable = not UID(transfer_syntax).is_compressed
+    syntaxes = [transfer_syntax]
+    if reencodable:
+        syntaxes += [ts for ts in _LITTLE_ENDIAN_UNCOMPRESSED if ts != transfer_syntax]
+    return ProposedContext(sop_class_uid, syntaxes)
+
+
+def contexts_for(
+    pairs: Iterable[tuple[str, str]], limit: int = MAX_PRESENTATION_CONTEXTS
+) -> list[list[ProposedContext]]:
+    """Group (SOP class, transfer syntax) pairs into associations of at most ``limit``
+    presentation contexts, one context per distinct pair, in first-seen order. Every caller
+    that proposes storage contexts (SCU, C-MOVE/C-GET sub-operations, the CLI) uses this."""
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+    groups: list[list[ProposedContext]] = [[]]
+    for sop_class, ts in dict.fromkeys(pairs):
+        if len(groups[-1]) == limit:
+            groups.append([])
+        groups[-1].append(storage_context(sop_class, ts))
+    return groups if groups[0] else []

@@ -224,7 +224,10 @@ def _tagged_fields(cls: type) -> tuple[tuple[str, int], ...]:
 
 
 @dataclass(slots=True, kw_only=True)
-class _Message:
+class DimseMessage:
+    """Base of every DIMSE message class; ``RequestMessage`` and ``ResponseMessage`` below are
+    the public bases to annotate with, so that ``response.status`` type-checks."""
+
     COMMAND_FIELD: ClassVar[int] = 0
     NAME: ClassVar[str] = ""
     REQUIRED: ClassVar[tuple[str, ...]] = ()
@@ -244,7 +247,7 @@ class _Message:
         return encode_command_set(elements)
 
     @classmethod
-    def from_elements(cls, elements: dict[int, Value]) -> _Message:
+    def from_elements(cls, elements: dict[int, Value]) -> DimseMessage:
         kwargs: dict[str, Any] = {"has_dataset": elements.get(0x00000800, NO_DATASET) != NO_DATASET}
         for name in cls.REQUIRED:
             if _ATTR_TAGS[name] not in elements:
@@ -264,7 +267,7 @@ class _Message:
 
 
 @dataclass(slots=True, kw_only=True)
-class _Request(_Message):
+class RequestMessage(DimseMessage):
     message_id: int = 0
 
     @property
@@ -273,7 +276,7 @@ class _Request(_Message):
 
 
 @dataclass(slots=True, kw_only=True)
-class _Response(_Message):
+class ResponseMessage(DimseMessage):
     message_id_being_responded_to: int = 0
     status: int = 0
 
@@ -287,7 +290,7 @@ _RSP = ("message_id_being_responded_to", "status")
 
 
 @dataclass(slots=True, kw_only=True)
-class CEchoRQ(_Request):
+class CEchoRQ(RequestMessage):
     COMMAND_FIELD = CommandField.C_ECHO_RQ
     NAME = "C-ECHO-RQ"
     REQUIRED = (*_RQ, "affected_sop_class_uid")
@@ -295,7 +298,7 @@ class CEchoRQ(_Request):
 
 
 @dataclass(slots=True, kw_only=True)
-class CEchoRSP(_Response):
+class CEchoRSP(ResponseMessage):
     COMMAND_FIELD = CommandField.C_ECHO_RSP
     NAME = "C-ECHO-RSP"
     REQUIRED = _RSP
@@ -304,7 +307,7 @@ class CEchoRSP(_Response):
 
 
 @dataclass(slots=True, kw_only=True)
-class CStoreRQ(_Request):
+class CStoreRQ(RequestMessage):
     COMMAND_FIELD = CommandField.C_STORE_RQ
     NAME = "C-STORE-RQ"
     REQUIRED = (*_RQ, "affected_sop_class_uid", "affected_sop_instance_uid")
@@ -317,7 +320,7 @@ class CStoreRQ(_Request):
 
 
 @dataclass(slots=True, kw_only=True)
-class CStoreRSP(_Response):
+class CStoreRSP(ResponseMessage):
     COMMAND_FIELD = CommandField.C_STORE_RSP
     NAME = "C-STORE-RSP"
     REQUIRED = _RSP
@@ -329,7 +332,7 @@ class CStoreRSP(_Response):
 
 
 @dataclass(slots=True, kw_only=True)
-class CFindRQ(_Request):
+class CFindRQ(RequestMessage):
     COMMAND_FIELD = CommandField.C_FIND_RQ
     NAME = "C-FIND-RQ"
     REQUIRED = (*_RQ, "affected_sop_class_uid")
@@ -339,7 +342,7 @@ class CFindRQ(_Request):
 
 
 @dataclass(slots=True, kw_only=True)
-class CFindRSP(_Response):
+class CFindRSP(ResponseMessage):
     COMMAND_FIELD = CommandField.C_FIND_RSP
     NAME = "C-FIND-RSP"
     REQUIRED = _RSP
@@ -350,7 +353,7 @@ class CFindRSP(_Response):
 
 
 @dataclass(slots=True, kw_only=True)
-class _SubOps(_Response):
+class _SubOps(ResponseMessage):
     affected_sop_class_uid: str | None = None
     number_of_remaining_suboperations: int | None = None
     number_of_completed_suboperations: int | None = None
@@ -362,7 +365,7 @@ class _SubOps(_Response):
 
 
 @dataclass(slots=True, kw_only=True)
-class CGetRQ(_Request):
+class CGetRQ(RequestMessage):
     COMMAND_FIELD = CommandField.C_GET_RQ
     NAME = "C-GET-RQ"
     REQUIRED = (*_RQ, "affected_sop_class_uid")
@@ -379,7 +382,7 @@ class CGetRSP(_SubOps):
 
 
 @dataclass(slots=True, kw_only=True)
-class CMoveRQ(_Request):
+class CMoveRQ(RequestMessage):
     COMMAND_FIELD = CommandField.C_MOVE_RQ
     NAME = "C-MOVE-RQ"
     REQUIRED = (*_RQ, "affected_sop_class_uid", "move_destination")
@@ -397,7 +400,7 @@ class CMoveRSP(_SubOps):
 
 
 @dataclass(slots=True, kw_only=True)
-class CCancelRQ(_Message):
+class CCancelRQ(DimseMessage):
     COMMAND_FIELD = CommandField.C_CANCEL_RQ
     NAME = "C-CANCEL-RQ"
     REQUIRED = ("message_id_being_responded_to",)
@@ -409,7 +412,7 @@ class CCancelRQ(_Message):
 
 
 @dataclass(slots=True, kw_only=True)
-class _NResponse(_Response):
+class _NResponse(ResponseMessage):
     affected_sop_class_uid: str | None = None
     affected_sop_instance_uid: str | None = None
     error_comment: str | None = None
@@ -418,7 +421,7 @@ class _NResponse(_Response):
 
 
 @dataclass(slots=True, kw_only=True)
-class NEventReportRQ(_Request):
+class NEventReportRQ(RequestMessage):
     COMMAND_FIELD = CommandField.N_EVENT_REPORT_RQ
     NAME = "N-EVENT-REPORT-RQ"
     REQUIRED = (*_RQ, "affected_sop_class_uid", "affected_sop_instance_uid", "event_type_id")
@@ -436,7 +439,7 @@ class NEventReportRSP(_NResponse):
 
 
 @dataclass(slots=True, kw_only=True)
-class NGetRQ(_Request):
+class NGetRQ(RequestMessage):
     COMMAND_FIELD = CommandField.N_GET_RQ
     NAME = "N-GET-RQ"
     REQUIRED = (*_RQ, "requested_sop_class_uid", "requested_sop_instance_uid")
@@ -453,7 +456,7 @@ class NGetRSP(_NResponse):
 
 
 @dataclass(slots=True, kw_only=True)
-class NSetRQ(_Request):
+class NSetRQ(RequestMessage):
     COMMAND_FIELD = CommandField.N_SET_RQ
     NAME = "N-SET-RQ"
     REQUIRED = (*_RQ, "requested_sop_class_uid", "requested_sop_instance_uid")
@@ -470,7 +473,7 @@ class NSetRSP(_NResponse):
 
 
 @dataclass(slots=True, kw_only=True)
-class NActionRQ(_Request):
+class NActionRQ(RequestMessage):
     COMMAND_FIELD = CommandField.N_ACTION_RQ
     NAME = "N-ACTION-RQ"
     REQUIRED = (*_RQ, "requested_sop_class_uid", "requested_sop_instance_uid", "action_type_id")
@@ -488,7 +491,7 @@ class NActionRSP(_NResponse):
 
 
 @dataclass(slots=True, kw_only=True)
-class NCreateRQ(_Request):
+class NCreateRQ(RequestMessage):
     COMMAND_FIELD = CommandField.N_CREATE_RQ
     NAME = "N-CREATE-RQ"
     REQUIRED = (*_RQ, "affected_sop_class_uid")
@@ -504,7 +507,7 @@ class NCreateRSP(_NResponse):
 
 
 @dataclass(slots=True, kw_only=True)
-class NDeleteRQ(_Request):
+class NDeleteRQ(RequestMessage):
     COMMAND_FIELD = CommandField.N_DELETE_RQ
     NAME = "N-DELETE-RQ"
     REQUIRED = (*_RQ, "requested_sop_class_uid", "requested_sop_instance_uid")
@@ -545,7 +548,7 @@ Message = (
     | NDeleteRSP
 )
 
-MESSAGE_CLASSES: dict[int, type[_Message]] = {
+MESSAGE_CLASSES: dict[int, type[DimseMessage]] = {
     cls.COMMAND_FIELD: cls
     for cls in (
         CEchoRQ,
