@@ -51,7 +51,15 @@ from dicomnet.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, UserIdentityRQ
 from dicomnet.service import AssociationInfo, Response
 from dicomnet.service import CStoreRequest as ReceivedCStore
 from dicomnet.sinks import DatasetSink, FileSink, MemorySink, file_meta_bytes
-from dicomnet.uids import IMAGE_SYNTAXES, UNCOMPRESSED, VERIFICATION, is_valid_uid
+from dicomnet.uids import (
+    GET_IMAGE_CLASSES,
+    GET_OTHER_CLASSES,
+    IMAGE_SYNTAXES,
+    QR_MODELS,
+    UNCOMPRESSED,
+    VERIFICATION,
+    is_valid_uid,
+)
 
 log = logging.getLogger("dicomnet.client")
 
@@ -192,25 +200,6 @@ class CGetRequest(_QueryRequest):
 
 # -- query/retrieve: models, identifiers, progress, errors -----------------------------------------
 
-#: Query/Retrieve information models (PS3.4 §C.6): name -> (FIND, MOVE, GET) SOP class UIDs.
-QR_MODELS: dict[str, tuple[str, str, str]] = {
-    "patient": (
-        "1.2.840.10008.5.1.4.1.2.1.1",
-        "1.2.840.10008.5.1.4.1.2.1.2",
-        "1.2.840.10008.5.1.4.1.2.1.3",
-    ),
-    "study": (
-        "1.2.840.10008.5.1.4.1.2.2.1",
-        "1.2.840.10008.5.1.4.1.2.2.2",
-        "1.2.840.10008.5.1.4.1.2.2.3",
-    ),
-    # Patient/Study Only (retired in PS3.4, still offered by DCMTK's dcmqrscp).
-    "patient-study": (
-        "1.2.840.10008.5.1.4.1.2.3.1",
-        "1.2.840.10008.5.1.4.1.2.3.2",
-        "1.2.840.10008.5.1.4.1.2.3.3",
-    ),
-}
 _MODEL_ALIASES = {
     "p": "patient",
     "patient-root": "patient",
@@ -570,65 +559,6 @@ def _progress(
     return convert
 
 
-# Storage SOP classes proposed for C-GET by default (with the SCP role for us): the common
-# image classes with uncompressed and with compressed transfer syntaxes, the others uncompressed.
-_GET_IMAGE_CLASSES = (
-    "1.2.840.10008.5.1.4.1.1.1",  # CR
-    "1.2.840.10008.5.1.4.1.1.1.1",  # DX for presentation
-    "1.2.840.10008.5.1.4.1.1.1.1.1",  # DX for processing
-    "1.2.840.10008.5.1.4.1.1.1.2",  # MG for presentation
-    "1.2.840.10008.5.1.4.1.1.1.2.1",  # MG for processing
-    "1.2.840.10008.5.1.4.1.1.1.3",  # intra-oral X-ray
-    "1.2.840.10008.5.1.4.1.1.2",  # CT
-    "1.2.840.10008.5.1.4.1.1.2.1",  # enhanced CT
-    "1.2.840.10008.5.1.4.1.1.3.1",  # US multi-frame
-    "1.2.840.10008.5.1.4.1.1.4",  # MR
-    "1.2.840.10008.5.1.4.1.1.4.1",  # enhanced MR
-    "1.2.840.10008.5.1.4.1.1.6.1",  # US
-    "1.2.840.10008.5.1.4.1.1.7",  # secondary capture
-    "1.2.840.10008.5.1.4.1.1.7.1",  # multi-frame single bit SC
-    "1.2.840.10008.5.1.4.1.1.7.2",  # multi-frame grayscale byte SC
-    "1.2.840.10008.5.1.4.1.1.7.3",  # multi-frame grayscale word SC
-    "1.2.840.10008.5.1.4.1.1.7.4",  # multi-frame true color SC
-    "1.2.840.10008.5.1.4.1.1.12.1",  # XA
-    "1.2.840.10008.5.1.4.1.1.12.1.1",  # enhanced XA
-    "1.2.840.10008.5.1.4.1.1.12.2",  # XRF
-    "1.2.840.10008.5.1.4.1.1.13.1.3",  # breast tomosynthesis
-    "1.2.840.10008.5.1.4.1.1.20",  # NM
-    "1.2.840.10008.5.1.4.1.1.77.1.1",  # VL endoscopic
-    "1.2.840.10008.5.1.4.1.1.77.1.2",  # VL microscopic
-    "1.2.840.10008.5.1.4.1.1.77.1.4",  # VL photographic
-    "1.2.840.10008.5.1.4.1.1.77.1.5.1",  # ophthalmic photography 8 bit
-    "1.2.840.10008.5.1.4.1.1.77.1.6",  # VL whole slide microscopy
-    "1.2.840.10008.5.1.4.1.1.128",  # PET
-    "1.2.840.10008.5.1.4.1.1.130",  # enhanced PET
-    "1.2.840.10008.5.1.4.1.1.481.1",  # RT image
-)
-_GET_OTHER_CLASSES = (
-    "1.2.840.10008.5.1.4.1.1.4.2",  # MR spectroscopy
-    "1.2.840.10008.5.1.4.1.1.9.1.1",  # 12-lead ECG
-    "1.2.840.10008.5.1.4.1.1.9.1.2",  # general ECG
-    "1.2.840.10008.5.1.4.1.1.11.1",  # grayscale softcopy presentation state
-    "1.2.840.10008.5.1.4.1.1.11.2",  # color softcopy presentation state
-    "1.2.840.10008.5.1.4.1.1.66",  # raw data
-    "1.2.840.10008.5.1.4.1.1.66.1",  # spatial registration
-    "1.2.840.10008.5.1.4.1.1.66.4",  # segmentation
-    "1.2.840.10008.5.1.4.1.1.67",  # real world value mapping
-    "1.2.840.10008.5.1.4.1.1.88.11",  # basic text SR
-    "1.2.840.10008.5.1.4.1.1.88.22",  # enhanced SR
-    "1.2.840.10008.5.1.4.1.1.88.33",  # comprehensive SR
-    "1.2.840.10008.5.1.4.1.1.88.34",  # comprehensive 3D SR
-    "1.2.840.10008.5.1.4.1.1.88.59",  # key object selection
-    "1.2.840.10008.5.1.4.1.1.88.67",  # X-ray radiation dose SR
-    "1.2.840.10008.5.1.4.1.1.104.1",  # encapsulated PDF
-    "1.2.840.10008.5.1.4.1.1.481.2",  # RT dose
-    "1.2.840.10008.5.1.4.1.1.481.3",  # RT structure set
-    "1.2.840.10008.5.1.4.1.1.481.4",  # RT beams treatment record
-    "1.2.840.10008.5.1.4.1.1.481.5",  # RT plan
-    "1.2.840.10008.5.1.4.1.1.481.8",  # RT ion plan
-)
-
-
 def get_storage_contexts(
     sop_classes: Iterable[str] | None = None, *, compressed: bool = True
 ) -> list[ProposedContext]:
@@ -641,16 +571,16 @@ def get_storage_contexts(
     packed = [ts for ts in IMAGE_SYNTAXES if ts not in UNCOMPRESSED]
     contexts: list[ProposedContext] = []
     if sop_classes is None:
-        for uid in _GET_IMAGE_CLASSES:
+        for uid in GET_IMAGE_CLASSES:
             contexts.append(ProposedContext(uid, list(uncompressed), False, True))
             if compressed:
                 contexts.append(ProposedContext(uid, list(packed), False, True))
-        for uid in _GET_OTHER_CLASSES:
+        for uid in GET_OTHER_CLASSES:
             contexts.append(ProposedContext(uid, list(uncompressed), False, True))
         return contexts
     for uid in sop_classes:
         contexts.append(ProposedContext(uid, list(uncompressed), False, True))
-        if compressed and uid in _GET_IMAGE_CLASSES:
+        if compressed and uid in GET_IMAGE_CLASSES:
             contexts.append(ProposedContext(uid, list(packed), False, True))
     return contexts
 

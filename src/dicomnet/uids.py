@@ -52,6 +52,85 @@ IMAGE_SYNTAXES: tuple[str, ...] = (
     *UNCOMPRESSED,
 )
 
+
+# Query/Retrieve SOP classes (PS3.4 §C.6, §C.4).
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+# Patient/Study Only (retired in PS3.4, still offered by DCMTK's dcmqrscp).
+PATIENT_STUDY_ONLY_FIND = "1.2.840.10008.5.1.4.1.2.3.1"
+PATIENT_STUDY_ONLY_MOVE = "1.2.840.10008.5.1.4.1.2.3.2"
+PATIENT_STUDY_ONLY_GET = "1.2.840.10008.5.1.4.1.2.3.3"
+
+#: Query/Retrieve information models (PS3.4 §C.6): name -> (FIND, MOVE, GET) SOP class UIDs.
+QR_MODELS: dict[str, tuple[str, str, str]] = {
+    "patient": (PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, PATIENT_ROOT_GET),
+    "study": (STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET),
+    "patient-study": (PATIENT_STUDY_ONLY_FIND, PATIENT_STUDY_ONLY_MOVE, PATIENT_STUDY_ONLY_GET),
+}
+
+# Storage SOP classes proposed for C-GET by default (with the SCP role for us): the common
+# image classes with uncompressed and with compressed transfer syntaxes, the others uncompressed.
+GET_IMAGE_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.1",  # CR
+    "1.2.840.10008.5.1.4.1.1.1.1",  # DX for presentation
+    "1.2.840.10008.5.1.4.1.1.1.1.1",  # DX for processing
+    "1.2.840.10008.5.1.4.1.1.1.2",  # MG for presentation
+    "1.2.840.10008.5.1.4.1.1.1.2.1",  # MG for processing
+    "1.2.840.10008.5.1.4.1.1.1.3",  # intra-oral X-ray
+    "1.2.840.10008.5.1.4.1.1.2",  # CT
+    "1.2.840.10008.5.1.4.1.1.2.1",  # enhanced CT
+    "1.2.840.10008.5.1.4.1.1.3.1",  # US multi-frame
+    "1.2.840.10008.5.1.4.1.1.4",  # MR
+    "1.2.840.10008.5.1.4.1.1.4.1",  # enhanced MR
+    "1.2.840.10008.5.1.4.1.1.6.1",  # US
+    "1.2.840.10008.5.1.4.1.1.7",  # secondary capture
+    "1.2.840.10008.5.1.4.1.1.7.1",  # multi-frame single bit SC
+    "1.2.840.10008.5.1.4.1.1.7.2",  # multi-frame grayscale byte SC
+    "1.2.840.10008.5.1.4.1.1.7.3",  # multi-frame grayscale word SC
+    "1.2.840.10008.5.1.4.1.1.7.4",  # multi-frame true color SC
+    "1.2.840.10008.5.1.4.1.1.12.1",  # XA
+    "1.2.840.10008.5.1.4.1.1.12.1.1",  # enhanced XA
+    "1.2.840.10008.5.1.4.1.1.12.2",  # XRF
+    "1.2.840.10008.5.1.4.1.1.13.1.3",  # breast tomosynthesis
+    "1.2.840.10008.5.1.4.1.1.20",  # NM
+    "1.2.840.10008.5.1.4.1.1.77.1.1",  # VL endoscopic
+    "1.2.840.10008.5.1.4.1.1.77.1.2",  # VL microscopic
+    "1.2.840.10008.5.1.4.1.1.77.1.4",  # VL photographic
+    "1.2.840.10008.5.1.4.1.1.77.1.5.1",  # ophthalmic photography 8 bit
+    "1.2.840.10008.5.1.4.1.1.77.1.6",  # VL whole slide microscopy
+    "1.2.840.10008.5.1.4.1.1.128",  # PET
+    "1.2.840.10008.5.1.4.1.1.130",  # enhanced PET
+    "1.2.840.10008.5.1.4.1.1.481.1",  # RT image
+)
+GET_OTHER_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.4.2",  # MR spectroscopy
+    "1.2.840.10008.5.1.4.1.1.9.1.1",  # 12-lead ECG
+    "1.2.840.10008.5.1.4.1.1.9.1.2",  # general ECG
+    "1.2.840.10008.5.1.4.1.1.11.1",  # grayscale softcopy presentation state
+    "1.2.840.10008.5.1.4.1.1.11.2",  # color softcopy presentation state
+    "1.2.840.10008.5.1.4.1.1.66",  # raw data
+    "1.2.840.10008.5.1.4.1.1.66.1",  # spatial registration
+    "1.2.840.10008.5.1.4.1.1.66.4",  # segmentation
+    "1.2.840.10008.5.1.4.1.1.67",  # real world value mapping
+    "1.2.840.10008.5.1.4.1.1.88.11",  # basic text SR
+    "1.2.840.10008.5.1.4.1.1.88.22",  # enhanced SR
+    "1.2.840.10008.5.1.4.1.1.88.33",  # comprehensive SR
+    "1.2.840.10008.5.1.4.1.1.88.34",  # comprehensive 3D SR
+    "1.2.840.10008.5.1.4.1.1.88.59",  # key object selection
+    "1.2.840.10008.5.1.4.1.1.88.67",  # X-ray radiation dose SR
+    "1.2.840.10008.5.1.4.1.1.104.1",  # encapsulated PDF
+    "1.2.840.10008.5.1.4.1.1.481.2",  # RT dose
+    "1.2.840.10008.5.1.4.1.1.481.3",  # RT structure set
+    "1.2.840.10008.5.1.4.1.1.481.4",  # RT beams treatment record
+    "1.2.840.10008.5.1.4.1.1.481.5",  # RT plan
+    "1.2.840.10008.5.1.4.1.1.481.8",  # RT ion plan
+)
+
+
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 

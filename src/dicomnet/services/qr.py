@@ -44,17 +44,19 @@ from dicomnet.errors import AssociationAborted, DicomNetError, DicomTimeoutError
 from dicomnet.negotiation import ProposedContext
 from dicomnet.service import CFindRequest, CGetRequest, CMoveRequest, DatasetRequest, Response
 from dicomnet.services.storage import StorageService
-from dicomnet.uids import UNCOMPRESSED
+from dicomnet.uids import (
+    PATIENT_ROOT_FIND,
+    PATIENT_ROOT_GET,
+    PATIENT_ROOT_MOVE,
+    STUDY_ROOT_FIND,
+    STUDY_ROOT_GET,
+    STUDY_ROOT_MOVE,
+    UNCOMPRESSED,
+)
 
 log = logging.getLogger("dicomnet.services.qr")
 
 #: Query/Retrieve SOP classes (PS3.4 §C.6.1, §C.6.2) -> information model root.
-PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
-PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
-PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
-STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
 MODELS: dict[str, str] = {
     PATIENT_ROOT_FIND: "PATIENT",
     PATIENT_ROOT_MOVE: "PATIENT",
