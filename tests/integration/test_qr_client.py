@@ -6,7 +6,7 @@ tests/unit/test_query.py."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ from dicomnet.service import (
     Response,
     Service,
 )
+from dicomnet.service import CStoreRequest as ReceivedCStore
 from tests.helpers import write_ct
 
 ALL_MODELS = tuple(uid for uids in QR_MODELS.values() for uid in uids)
@@ -297,6 +298,41 @@ async def test_c_get_into_a_folder(tmp_path: Path) -> None:
         assert got.PixelData == ds.PixelData and got.StudyInstanceUID == "1.2.9"
         assert got.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
     assert info.value.status == 0xC000
+
+
+async def test_each_c_get_keeps_its_own_store_and_temp_folder(tmp_path: Path) -> None:
+    """A C-GET's handler and temporary folder belong to that C-GET (found among the outstanding
+    requests), not to the client: a later C-GET without ``temp_dir`` uses the client's."""
+    files = [tmp_path / "src" / f"{i}.dcm" for i in range(2)]
+    for p in files:
+        write_ct(p, rows=8, columns=8, study_uid="1.2.9")
+    GetSCP.files, GetSCP.roles = files, []
+    seen: dict[str, list[Path]] = {"first": [], "second": []}
+
+    def recorder(name: str) -> Callable[[object], Awaitable[int]]:
+        async def store(request: object) -> int:
+            assert isinstance(request, ReceivedCStore)
+            seen[name].append(request.path)
+            return Status.SUCCESS
+
+        return store
+
+    first_temp, client_temp = tmp_path / "first", tmp_path / "client"
+    first_temp.mkdir()
+    client_temp.mkdir()
+    async with DicomServer(GetSCP, port=0) as server:
+        async with DicomClient("127.0.0.1", server.port) as client:
+            client.temp_dir = client_temp
+            query = {"StudyInstanceUID": "1.2.9"}
+            async for _ in client.c_get(query, recorder("first"), temp_dir=first_temp):
+                pass
+            async for _ in client.c_get(query, recorder("second")):
+                pass
+            assert client.temp_dir == client_temp
+    assert len(seen["first"]) == len(seen["second"]) == 2
+    # The temporary files are in the folder or a subfolder of it (sinks.TempFilePool).
+    assert all(path.is_relative_to(first_temp) for path in seen["first"])
+    assert all(path.is_relative_to(client_temp) for path in seen["second"])
 
 
 async def test_c_get_needs_one_destination(tmp_path: Path) -> None:
