@@ -68,3 +68,38 @@ def test_pending_reports_retry_with_backoff_and_survive_reopen(tmp_path: Path) -
     assert got is not None and got[1] == report
     reopened.delivered("2.25.1")
     assert len(reopened) == 0 and reopened.next_due() is None
+
+
+def test_request_and_report_data_sets_round_trip() -> None:
+    import pytest
+    from pydicom import Dataset
+
+    from dicomnet.archive.commitment import (
+        CommitmentRequestError,
+        parse_report,
+        parse_request,
+        report_dataset,
+        request_dataset,
+    )
+
+    ds = request_dataset("2.25.7", [(CT, "1.1"), (MR, "1.2")])
+    assert parse_request(ds) == ("2.25.7", [(CT, "1.1"), (MR, "1.2")])
+    report = CommitmentReport("2.25.7", [(CT, "1.1")], [(MR, "1.2", CLASS_INSTANCE_CONFLICT)])
+    out = report_dataset(report)
+    assert out.FailedSOPSequence[0].FailureReason == 0x0119
+    assert parse_report(out) == report
+
+    for bad, status in [
+        (None, 0x0120),
+        (Dataset(), 0x0120),
+        (request_dataset("2.25.7", []), 0x0106),
+        (request_dataset("not a uid", [(CT, "1.1")]), 0x0106),
+        (request_dataset("2.25.7", [(CT, "../etc")]), 0x0106),
+    ]:
+        with pytest.raises(CommitmentRequestError) as info:
+            parse_request(bad)
+        assert info.value.status == status
+    no_seq = Dataset()
+    no_seq.TransactionUID = "2.25.7"
+    with pytest.raises(CommitmentRequestError, match="Referenced SOP Sequence"):
+        parse_request(no_seq)

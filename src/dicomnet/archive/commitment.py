@@ -28,6 +28,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+
+from dicomnet.uids import is_valid_uid
+
 __all__ = [
     "CHUNK",
     "CLASS_INSTANCE_CONFLICT",
@@ -240,3 +245,109 @@ def _report(transaction_uid: str, success: str, failure: str) -> CommitmentRepor
         [(str(c), str(i)) for c, i in json.loads(success)],
         [(str(c), str(i), int(r)) for c, i, r in json.loads(failure)],
     )
+
+
+# --- the data sets of PS3.4 J.3.3 ---------------------------------------------------------------
+
+
+class CommitmentRequestError(ValueError):
+    """An N-ACTION-RQ data set that is not a valid commitment request; ``status`` is the
+    PS3.7 status to answer (0x0120 missing attribute, 0x0106 invalid attribute value)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+MISSING_ATTRIBUTE = 0x0120
+INVALID_ATTRIBUTE_VALUE = 0x0106
+
+
+def parse_request(ds: Dataset | None) -> tuple[str, list[tuple[str, str]]]:
+    """(Transaction UID, [(class, instance)...]) of a Request Storage Commitment action
+    (PS3.4 Table J.3-1); CommitmentRequestError when it is missing or malformed."""
+    if ds is None:
+        raise CommitmentRequestError("the N-ACTION has no data set", MISSING_ATTRIBUTE)
+    transaction = str(ds.get("TransactionUID", "") or "").strip()
+    if not transaction:
+        raise CommitmentRequestError("Transaction UID (0008,1195) is missing", MISSING_ATTRIBUTE)
+    if not is_valid_uid(transaction):
+        raise CommitmentRequestError(
+            f"Transaction UID {transaction[:70]!r} is not a UID", INVALID_ATTRIBUTE_VALUE
+        )
+    seq = ds.get("ReferencedSOPSequence")
+    if not isinstance(seq, DicomSequence):
+        raise CommitmentRequestError(
+            "Referenced SOP Sequence (0008,1199) is missing", MISSING_ATTRIBUTE
+        )
+    if len(seq) == 0:
+        raise CommitmentRequestError(
+            "Referenced SOP Sequence (0008,1199) has no item", INVALID_ATTRIBUTE_VALUE
+        )
+    refs = []
+    for n, item in enumerate(seq, 1):
+        sop_class = str(item.get("ReferencedSOPClassUID", "") or "").strip()
+        sop_instance = str(item.get("ReferencedSOPInstanceUID", "") or "").strip()
+        if not (is_valid_uid(sop_class) and is_valid_uid(sop_instance)):
+            raise CommitmentRequestError(
+                f"Referenced SOP Sequence item {n} needs a Referenced SOP Class UID and a "
+                "Referenced SOP Instance UID that are UIDs",
+                INVALID_ATTRIBUTE_VALUE,
+            )
+        refs.append((sop_class, sop_instance))
+    return transaction, refs
+
+
+def request_dataset(transaction_uid: str, references: Iterable[tuple[str, str]]) -> Dataset:
+    """The N-ACTION-RQ data set asking to commit ``references`` (SCU side)."""
+    ds = Dataset()
+    ds.TransactionUID = transaction_uid
+    ds.ReferencedSOPSequence = DicomSequence([_ref(c, i) for c, i in references])
+    return ds
+
+
+def report_dataset(report: CommitmentReport) -> Dataset:
+    """The N-EVENT-REPORT-RQ data set of ``report`` (PS3.4 Table J.3-2 / J.3-3)."""
+    ds = Dataset()
+    ds.TransactionUID = report.transaction_uid
+    if report.success:
+        ds.ReferencedSOPSequence = DicomSequence([_ref(c, i) for c, i in report.success])
+    if report.failure:
+        items = []
+        for c, i, reason in report.failure:
+            item = _ref(c, i)
+            item.FailureReason = reason
+            items.append(item)
+        ds.FailedSOPSequence = DicomSequence(items)
+    return ds
+
+
+def parse_report(ds: Dataset) -> CommitmentReport:
+    """The report an SCU receives in an N-EVENT-REPORT-RQ data set."""
+
+    def pairs(keyword: str) -> list[Dataset]:
+        seq = ds.get(keyword)
+        return list(seq) if isinstance(seq, DicomSequence) else []
+
+    return CommitmentReport(
+        str(ds.get("TransactionUID", "") or ""),
+        [
+            (str(i.ReferencedSOPClassUID), str(i.ReferencedSOPInstanceUID))
+            for i in pairs("ReferencedSOPSequence")
+        ],
+        [
+            (
+                str(i.ReferencedSOPClassUID),
+                str(i.ReferencedSOPInstanceUID),
+                int(i.get("FailureReason", PROCESSING_FAILURE)),
+            )
+            for i in pairs("FailedSOPSequence")
+        ],
+    )
+
+
+def _ref(sop_class: str, sop_instance: str) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = sop_class
+    item.ReferencedSOPInstanceUID = sop_instance
+    return item
