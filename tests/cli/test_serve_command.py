@@ -19,7 +19,15 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
 
 from tests.cli.conftest import DICOMNET, Mixed, Serve, dataset_bytes, dicomnet
-from tests.helpers import REQUIRE_PEERS, dcmtk_env, free_port, require_tool, run, write_ct
+from tests.helpers import (
+    REQUIRE_PEERS,
+    dcmtk_env,
+    echo_statuses,
+    free_port,
+    require_tool,
+    run,
+    write_ct,
+)
 from tests.robustness.conftest import (
     CT_IMAGE_STORAGE,
     EXPLICIT_VR_LE,
@@ -65,8 +73,9 @@ def test_echoscu_and_storescu_into_serve(serve: Callable[..., Serve], mixed: Mix
     echoscu = require_tool("echoscu")
     storescu = require_tool("storescu")
     server = serve()
-    result = run([echoscu, "-aec", "DICOMNET", "127.0.0.1", str(server.port)])
+    result = run([echoscu, "-v", "-aec", "DICOMNET", "127.0.0.1", str(server.port)])
     assert result.returncode == 0, result.stderr
+    assert echo_statuses(result) == ["Success"], result.stdout + result.stderr
     # storescu proposes uncompressed syntaxes unless told which compressed one to add (-xr: RLE).
     plain = ["CT_small.dcm", "ExplVR_BigEnd.dcm", "reportsi.dcm", "rtplan.dcm"]
     calls = [([], plain), (["-xr"], ["MR_small_RLE.dcm"])]
