@@ -41,8 +41,6 @@ from tests.robustness.conftest import (
     release_rq,
 )
 
-pytestmark = pytest.mark.interop
-
 
 def wait_for_log(server: Serve, text: str, timeout: float = 20) -> None:
     """Wait (bounded) until the server's log has ``text``: readiness, not a fixed sleep."""
@@ -69,6 +67,7 @@ def _elements(path: Path) -> Dataset:
 # --- DCMTK tools into dicomnet serve --------------------------------------------------------------
 
 
+@pytest.mark.interop
 def test_echoscu_and_storescu_into_serve(serve: Callable[..., Serve], mixed: Mixed) -> None:
     echoscu = require_tool("echoscu")
     storescu = require_tool("storescu")
@@ -96,6 +95,7 @@ def test_echoscu_and_storescu_into_serve(serve: Callable[..., Serve], mixed: Mix
     assert "STORESCU->DICOMNET" in server.log
 
 
+@pytest.mark.interop
 def test_storescu_with_an_unknown_calling_ae_is_rejected(
     serve: Callable[..., Serve], mixed: Mixed
 ) -> None:
@@ -112,6 +112,7 @@ def test_storescu_with_an_unknown_calling_ae_is_rejected(
     assert len(server.stored()) == 1
 
 
+@pytest.mark.interop
 def test_two_storescu_at_once_both_land_completely(
     serve: Callable[..., Serve], tmp_path: Path
 ) -> None:
@@ -396,6 +397,7 @@ def test_python_dash_m_dicomnet() -> None:
 # --- several processes on one port ----------------------------------------------------------------
 
 
+@pytest.mark.interop
 def test_workers_share_the_port_and_stop_together(
     serve: Callable[..., Serve], tmp_path: Path
 ) -> None:
