@@ -19,7 +19,15 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
 
 from tests.cli.conftest import DICOMNET, Mixed, Serve, dataset_bytes, dicomnet
-from tests.helpers import REQUIRE_PEERS, dcmtk_env, free_port, require_tool, run, write_ct
+from tests.helpers import (
+    REQUIRE_PEERS,
+    dcmtk_env,
+    echo_statuses,
+    free_port,
+    require_tool,
+    run,
+    write_ct,
+)
 from tests.robustness.conftest import (
     CT_IMAGE_STORAGE,
     EXPLICIT_VR_LE,
@@ -32,8 +40,6 @@ from tests.robustness.conftest import (
     presentation_context,
     release_rq,
 )
-
-pytestmark = pytest.mark.interop
 
 
 def wait_for_log(server: Serve, text: str, timeout: float = 20) -> None:
@@ -61,12 +67,14 @@ def _elements(path: Path) -> Dataset:
 # --- DCMTK tools into dicomnet serve --------------------------------------------------------------
 
 
+@pytest.mark.interop
 def test_echoscu_and_storescu_into_serve(serve: Callable[..., Serve], mixed: Mixed) -> None:
     echoscu = require_tool("echoscu")
     storescu = require_tool("storescu")
     server = serve()
-    result = run([echoscu, "-aec", "DICOMNET", "127.0.0.1", str(server.port)])
+    result = run([echoscu, "-v", "-aec", "DICOMNET", "127.0.0.1", str(server.port)])
     assert result.returncode == 0, result.stderr
+    assert echo_statuses(result) == ["Success"], result.stdout + result.stderr
     # storescu proposes uncompressed syntaxes unless told which compressed one to add (-xr: RLE).
     plain = ["CT_small.dcm", "ExplVR_BigEnd.dcm", "reportsi.dcm", "rtplan.dcm"]
     calls = [([], plain), (["-xr"], ["MR_small_RLE.dcm"])]
@@ -87,6 +95,7 @@ def test_echoscu_and_storescu_into_serve(serve: Callable[..., Serve], mixed: Mix
     assert "STORESCU->DICOMNET" in server.log
 
 
+@pytest.mark.interop
 def test_storescu_with_an_unknown_calling_ae_is_rejected(
     serve: Callable[..., Serve], mixed: Mixed
 ) -> None:
@@ -103,6 +112,7 @@ def test_storescu_with_an_unknown_calling_ae_is_rejected(
     assert len(server.stored()) == 1
 
 
+@pytest.mark.interop
 def test_two_storescu_at_once_both_land_completely(
     serve: Callable[..., Serve], tmp_path: Path
 ) -> None:
@@ -387,6 +397,7 @@ def test_python_dash_m_dicomnet() -> None:
 # --- several processes on one port ----------------------------------------------------------------
 
 
+@pytest.mark.interop
 def test_workers_share_the_port_and_stop_together(
     serve: Callable[..., Serve], tmp_path: Path
 ) -> None:
