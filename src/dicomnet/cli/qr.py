@@ -516,13 +516,8 @@ def get(
     try:
         sys.exit(client_main(go))
     finally:
-        _remove_incoming(out / ".dicomnet-incoming")
-
-
-def _remove_incoming(folder: Path) -> None:
-    """Remove the temporary folder of a C-GET (and the empty files created ahead in it)."""
-    close_temp_pools()
-    remove_temp_files(folder)
+        close_temp_pools()  # the empty files created ahead, and this process's folder
+        remove_temp_files(out / ".dicomnet-incoming")
 
 
 COMMANDS = (find, move, get)

@@ -137,7 +137,8 @@ class ServeConfig:
                 if f.name not in file:
                     continue
                 raw = file[f.name]
-            parse = f.metadata.get("parse") or _PARSERS[str(f.type)]
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            parse = f.metadata.get("parse") or _PARSERS[kind]
             values[f.name] = parse(f.name.replace("_", "-"), raw)
         return cls(**values)
 
@@ -396,7 +397,10 @@ async def _serve(
     if children is not None:  # the parent: stop the workers, then clean up after all of them
         if children:
             clean = await asyncio.to_thread(stop_workers, children, config.shutdown_timeout + 5)
-        remove_temp_files(config.storage / ".incoming")
+        try:
+            remove_temp_files(config.storage / ".incoming")
+        except OSError as exc:
+            log.warning("temporary files left in %s: %s", config.storage / ".incoming", exc)
     log.info("stopped after %d association(s)", server.associations_served)
     return clean
 
