@@ -6,6 +6,7 @@ is left), and ``--help`` of every command."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import socket
 import struct
@@ -248,6 +249,106 @@ async def test_second_signal_aborts_at_once(serve: Callable[..., Serve]) -> None
     assert server.wait(30) == 0
     assert "second signal: aborting" in server.log
     assert server.stored() == [] and server.temporary_files() == []
+
+
+# --- a crash, and two servers on one storage --------------------------------------------------------
+
+
+def _partial_files(storage: Path) -> list[Path]:
+    """Temporary files with data in them (the pools' pre-created files are empty)."""
+    return [p for p in storage.rglob("*.part") if p.stat().st_size > 0]
+
+
+async def test_a_restart_removes_what_a_killed_server_left(serve: Callable[..., Serve]) -> None:
+    """kill -9 in the middle of a transfer leaves the half-received file; the next start on the
+    same storage removes it (and its folder) before it listens."""
+    server = serve()
+    peer = await _start_transfer(server, _big_dataset())
+    try:
+        (part,) = _partial_files(server.storage)
+        server.send(signal.SIGKILL)
+        assert server.wait(30) == -signal.SIGKILL
+    finally:
+        await peer.aclose()
+    assert part.exists() and part.stat().st_size > 128 << 10  # a crash cannot clean up
+    restarted = serve(storage=server.storage)
+    assert _partial_files(server.storage) == []
+    assert not part.parent.exists()
+    assert restarted.stop() == 0
+    assert restarted.temporary_files() == []
+
+
+async def test_two_servers_on_one_storage_keep_each_others_files(
+    serve: Callable[..., Serve],
+) -> None:
+    """A second server's start and stop on the same storage leave the first one's transfer
+    alone: it completes, byte for byte."""
+    first = serve("--shutdown-timeout", "30")
+    data = _big_dataset()
+    peer = await _start_transfer(first, data)
+    try:
+        (part,) = _partial_files(first.storage)
+        second = serve(storage=first.storage)  # its start cleans up what nobody owns
+        assert part.exists()
+        assert second.stop() == 0  # and so does its stop
+        assert part.exists()
+        for pdu in _fragments(data[len(data) // 2 :], last=True):
+            await peer.send(pdu)
+        rsp = await peer.read_message()
+        assert struct.unpack("<H", rsp[0x00000900])[0] == 0x0000  # Success
+        await peer.send(release_rq())
+        assert (await peer.read_pdu()).type == 0x06  # A-RELEASE-RP
+    finally:
+        await peer.aclose()
+    assert first.stop() == 0
+    (path,) = first.stored()
+    assert dataset_bytes(path) == data
+    assert first.temporary_files() == []
+
+
+# --- asynchronous operations -----------------------------------------------------------------------
+
+WINDOW = re.compile(r"asynchronous operations window (\d+|unlimited)")
+
+
+@pytest.mark.parametrize(
+    ("serve_args", "config", "store_ops", "window"),
+    [
+        ((), None, "16", "8"),  # the default grants 8
+        (("--async-ops", "8"), None, "8", "8"),
+        ((), "async-ops = 3", "8", "3"),  # the TOML key
+        ((), None, "1", "1"),  # no window proposed: one at a time (PS3.7 D.3.3.3)
+    ],
+)
+def test_store_async_ops_pipelines_into_serve(
+    serve: Callable[..., Serve],
+    tmp_path: Path,
+    mixed: Mixed,
+    serve_args: tuple[str, ...],
+    config: str | None,
+    store_ops: str,
+    window: str,
+) -> None:
+    if config is not None:
+        port, storage = free_port(), tmp_path / "configured"
+        path = tmp_path / "dicomnet.toml"
+        path.write_text(f'[serve]\nport = {port}\nstorage = "{storage}"\n{config}\n')
+        server = serve("--config", str(path), port=port, storage=storage)
+    else:
+        server = serve(*serve_args)
+    result = dicomnet(
+        "store",
+        "127.0.0.1",
+        str(server.port),
+        str(mixed.folder),
+        "-r",
+        "--async-ops",
+        store_ops,
+        "-v",
+    )
+    assert result.returncode == 0, result.stderr
+    assert WINDOW.findall(result.stderr) == [window]
+    assert len(server.stored()) == len(mixed.files)
 
 
 # --- configuration and defaults --------------------------------------------------------------------

@@ -70,6 +70,7 @@ __all__ = [
     "QueryError",
     "SQLiteIndex",
     "build_index",
+    "iter_files",
     "read_record",
     "reconcile",
 ]
@@ -968,7 +969,7 @@ _READ_TAGS = [
 _SKIP_SUFFIXES = (".part", ".tmp", "-wal", "-shm", "-journal")
 
 
-def _walk(root: Path) -> Iterator[str]:
+def iter_files(root: Path) -> Iterator[str]:
     """Relative POSIX paths of the regular files under ``root``, skipping hidden names and the
     storage writer's and SQLite's temporary files, in a stable order."""
     for directory, dirnames, filenames in os.walk(root):
@@ -979,6 +980,9 @@ def _walk(root: Path) -> Iterator[str]:
             full = Path(directory, name)
             if full.is_file():
                 yield full.relative_to(root).as_posix()
+
+
+_walk = iter_files  # the old private name, kept for callers not yet moved
 
 
 def read_record(storage_root: str | os.PathLike[str], relative_path: str) -> InstanceRecord | None:
@@ -1010,7 +1014,7 @@ def build_index(
     """
     root = Path(storage_root)
     indexed = 0
-    for examined, relative in enumerate(_walk(root), 1):
+    for examined, relative in enumerate(iter_files(root), 1):
         record = read_record(root, relative)
         if record is not None:
             index.add(record)
@@ -1033,7 +1037,7 @@ def reconcile(index: Index, storage_root: str | os.PathLike[str]) -> tuple[int, 
         by_path = dict(paths())
     else:
         by_path = {known.path: known.sop_instance_uid for known in index.records()}
-    on_disk = set(_walk(root))
+    on_disk = set(iter_files(root))
     removed = 0
     for path, uid in by_path.items():
         if path not in on_disk:
