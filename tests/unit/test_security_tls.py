@@ -4,6 +4,8 @@ socket); certificates are made by ``trustme`` in the test, never checked in."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import ssl
 from dataclasses import dataclass
@@ -16,8 +18,10 @@ from dicomnet.security.tls import (
     BCP195_TLS12_CIPHERS,
     DEFAULT_HANDSHAKE_TIMEOUT,
     TLSSettings,
+    _Holding,
     certificate_from_dict,
     client_context,
+    describe_tls_error,
     distinguished_name,
     parse_dn,
     server_context,
@@ -320,3 +324,112 @@ def test_parse_dn_rejects_garbage() -> None:
         parse_dn("modality1")
     with pytest.raises(SecurityConfigError, match="empty component"):
         parse_dn("CN=a,,O=b")
+
+
+# -- failed handshakes, described -----------------------------------------------------------------
+
+
+def _server_side_error(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> BaseException:
+    """The exception the server side of a failed handshake raises."""
+    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname="localhost")
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    for _ in range(20):
+        with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLError):
+            client.do_handshake()
+        if c_out.pending:
+            s_in.write(c_out.read())
+        try:
+            server.do_handshake()
+            server.read(1)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as exc:
+            return exc
+        if s_out.pending:
+            c_in.write(s_out.read())
+    raise AssertionError("the server side did not fail")
+
+
+def test_describe_real_server_side_failures(pki: Pki) -> None:
+    mutual = server_context(pki.server_cert, pki.server_key, pki.ca)
+    other = _server_side_error(mutual, client_context(pki.ca, pki.other_cert, pki.other_key))
+    assert describe_tls_error(other) == (
+        "the peer's certificate did not verify: unable to get local issuer certificate"
+    )
+    expired = _server_side_error(mutual, client_context(pki.ca, pki.expired_cert, pki.expired_key))
+    assert describe_tls_error(expired) == (
+        "the peer's certificate did not verify: certificate has expired"
+    )
+    missing = _server_side_error(mutual, client_context(pki.ca))
+    assert describe_tls_error(missing) == "the peer sent no certificate, and one is required"
+
+
+def _ssl_error(reason: str) -> ssl.SSLError:
+    exc = ssl.SSLError(1, reason)
+    exc.reason = reason
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "text"),
+    [
+        (_ssl_error("WRONG_VERSION_NUMBER"), "did not speak TLS (plain DICOM to the TLS port?)"),
+        (_ssl_error("NO_SHARED_CIPHER"), "no cipher suite in common"),
+        (_ssl_error("UNSUPPORTED_PROTOCOL"), "older than 1.2"),
+        (_ssl_error("TLSV1_ALERT_UNKNOWN_CA"), "the alert 'unknown ca'"),
+        (_ssl_error("SSLV3_ALERT_BAD_CERTIFICATE"), "the alert 'bad certificate'"),
+        (_ssl_error("SOMETHING_NEW"), "TLS handshake failed: something new"),
+        (TimeoutError(), "not finished within 2.5 s"),
+        (
+            ConnectionAbortedError("SSL handshake is taking longer than 2.5 seconds: aborting"),
+            "not finished within 2.5 s",
+        ),
+        (ConnectionResetError(), "closed the connection during the handshake"),
+        (ValueError("odd"), "TLS handshake failed: ValueError: odd"),
+    ],
+)
+def test_describe_tls_error(exc: BaseException, text: str) -> None:
+    assert text in describe_tls_error(exc, 2.5)
+
+
+class Recorder(asyncio.BufferedProtocol):
+    """A buffered protocol with a small buffer, as an association's reader might be."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray(5)
+        self.received = bytearray()
+        self.eof = False
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.received += self.buffer[:nbytes]
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return False
+
+
+def test_holding_protocol_hands_over_early_data() -> None:
+    holding = _Holding()
+    holding.data_received(b"\x01\x00\x00\x00\x00\x00\x00\x44")  # an A-ASSOCIATE-RQ begins
+    holding.data_received(b"rest of the PDU")
+    assert holding.eof_received() is True
+    buffered = Recorder()
+    holding.hand_over(buffered)
+    assert bytes(buffered.received) == b"\x01\x00\x00\x00\x00\x00\x00\x44rest of the PDU"
+    assert buffered.eof
+
+    class Plain(asyncio.Protocol):
+        got: list[bytes] = []
+
+        def data_received(self, data: bytes) -> None:
+            self.got.append(data)
+
+    again = _Holding()
+    again.data_received(b"abc")
+    plain = Plain()
+    again.hand_over(plain)
+    assert plain.got == [b"abc"]

@@ -11,22 +11,29 @@ no CA is given, and skips verification only when told ``no_verify=True``. A peer
 reported only when it was verified: an unverified one names nobody.
 
 The handshake timeout is asyncio's ``ssl_handshake_timeout``; ``TLSSettings.server_kwargs()``
-hands it to ``loop.create_server`` with the context. The registered port for DICOM over TLS is
-2762 (PS3.15 B.1 note).
+hands it to ``loop.create_server`` with the context. asyncio keeps a failed server-side handshake
+to itself (not even a log line), so a server that must log and audit them accepts plain TCP and
+upgrades with ``TLSAcceptor``, which reports every failure with its cause
+(``describe_tls_error``) and the peer's address. The registered port for DICOM over TLS is 2762
+(PS3.15 B.1 note).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dicomnet.errors import DicomNetError
 from dicomnet.security.decisions import SecurityConfigError
+
+log = logging.getLogger("dicomnet.tls")
 
 DICOM_TLS_PORT = 2762
 DEFAULT_HANDSHAKE_TIMEOUT = 30.0  # seconds; the same as the default ARTIM timeout
@@ -371,3 +378,164 @@ def subject_matches(configured: str, actual: str) -> bool:
     prints it)."""
     want, have = parse_dn(configured), parse_dn(actual)
     return want == have or want == tuple(reversed(have))
+
+
+# -- failed handshakes, said plainly ---------------------------------------------------------------
+
+_REASONS = {
+    "WRONG_VERSION_NUMBER": "the peer did not speak TLS (plain DICOM to the TLS port?)",
+    "HTTP_REQUEST": "the peer sent HTTP, not TLS",
+    "PACKET_LENGTH_TOO_LONG": "the peer did not speak TLS",
+    "RECORD_LAYER_FAILURE": "the peer did not speak TLS",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the peer sent no certificate, and one is required",
+    "NO_SHARED_CIPHER": "no cipher suite in common (the peer offers no BCP 195 suite)",
+    "UNSUPPORTED_PROTOCOL": "the peer offers only TLS versions older than 1.2",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common (1.2 or newer is required)",
+    "UNEXPECTED_EOF_WHILE_READING": "the peer closed the connection during the handshake",
+}
+
+
+def describe_tls_error(exc: BaseException, handshake_timeout: float | None = None) -> str:
+    """Why a TLS handshake failed, in a sentence for the log and the audit record."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"the peer's certificate did not verify: {exc.verify_message or exc.reason}"
+    # asyncio (and uvloop) end a handshake that outlives ssl_handshake_timeout with a
+    # ConnectionAbortedError that says so.
+    if isinstance(exc, TimeoutError) or (
+        isinstance(exc, ConnectionAbortedError) and "taking longer" in str(exc)
+    ):
+        within = f" within {handshake_timeout:g} s" if handshake_timeout else " in time"
+        return f"the TLS handshake was not finished{within}"
+    if isinstance(exc, ssl.SSLError):
+        reason = str(exc.reason or "")
+        if reason in _REASONS:
+            return _REASONS[reason]
+        for prefix in ("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_"):
+            if reason.startswith(prefix):
+                alert = reason[len(prefix) :].lower().replace("_", " ")
+                return f"the peer ended the handshake with the alert {alert!r}"
+        return f"TLS handshake failed: {reason.lower().replace('_', ' ') or exc}"
+    if isinstance(exc, ConnectionError | EOFError):
+        return "the peer closed the connection during the handshake"
+    return f"TLS handshake failed: {type(exc).__name__}: {exc}"
+
+
+class TLSHandshakeError(DicomNetError):
+    """A TLS handshake that failed; ``reason`` says why (``describe_tls_error``)."""
+
+    def __init__(self, reason: str, peer: tuple[str, int]) -> None:
+        super().__init__(f"TLS handshake with {peer[0]}:{peer[1]} failed: {reason}")
+        self.reason = reason
+        self.peer = peer
+
+
+class TLSAcceptor(asyncio.Protocol):
+    """The protocol of a freshly accepted plain TCP connection on a TLS port: it upgrades the
+    connection (``loop.start_tls``, with the handshake timeout) and only then creates the real
+    protocol with ``protocol_factory`` and hands it the TLS transport (``connection_made``).
+
+    ``on_connect(host, port)`` may refuse a connection before any TLS byte (return False: it is
+    closed), e.g. too many pending handshakes from one address; ``on_failure(TLSHandshakeError)``
+    hears every failed handshake, for the log and the audit trail. The real protocol is never
+    created for a peer that did not authenticate."""
+
+    def __init__(
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        context: ssl.SSLContext,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        *,
+        on_connect: Callable[[str, int], bool] | None = None,
+        on_failure: Callable[[TLSHandshakeError], None] | None = None,
+        on_done: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.protocol_factory = protocol_factory
+        self.context = context
+        self.handshake_timeout = handshake_timeout
+        self.on_connect = on_connect
+        self.on_failure = on_failure
+        self.on_done = on_done
+        self.task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        # Nothing may be read before the TLS protocol is in place (start_tls pauses too, but
+        # only once it runs).
+        transport.pause_reading()
+        peer = transport.get_extra_info("peername") or ("", 0)
+        host, port = str(peer[0]), int(peer[1])
+        if self.on_connect is not None and not self.on_connect(host, port):
+            transport.abort()
+            return
+        self.task = asyncio.get_running_loop().create_task(self._upgrade(transport, host, port))
+
+    async def _upgrade(self, transport: asyncio.Transport, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        holding = _Holding()
+        try:
+            tls_transport = await loop.start_tls(
+                transport,
+                holding,
+                self.context,
+                server_side=True,
+                ssl_handshake_timeout=self.handshake_timeout,
+            )
+        except (OSError, TimeoutError, EOFError, ssl.SSLError) as exc:
+            failure = TLSHandshakeError(
+                describe_tls_error(exc, self.handshake_timeout), (host, port)
+            )
+            log.info("%s", failure)
+            transport.abort()
+            if self.on_failure is not None:
+                self.on_failure(failure)
+            if self.on_done is not None:
+                self.on_done(host, port)
+            return
+        if self.on_done is not None:
+            self.on_done(host, port)
+        if tls_transport is None or tls_transport.is_closing() or holding.lost:
+            return
+        real = self.protocol_factory()
+        tls_transport.set_protocol(real)
+        real.connection_made(tls_transport)
+        holding.hand_over(real)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass  # the handshake's own waiter reports a connection lost during the handshake
+
+
+class _Holding(asyncio.Protocol):
+    """Stands in for the real protocol during the handshake and keeps what arrives between the
+    end of the handshake and the hand-over (a TLS 1.3 client may send its A-ASSOCIATE-RQ in the
+    same flight as its Finished message); ``hand_over`` gives it to the real protocol."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.eof = False
+        self.lost = False
+
+    def data_received(self, data: bytes) -> None:
+        self.data.append(bytes(data))
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True  # keep the transport open until the real protocol decides
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
+    def hand_over(self, protocol: asyncio.BaseProtocol) -> None:
+        for chunk in self.data:
+            if isinstance(protocol, asyncio.BufferedProtocol):
+                view = memoryview(chunk)
+                while view:
+                    buffer = memoryview(protocol.get_buffer(len(view))).cast("B")
+                    n = min(len(buffer), len(view))
+                    buffer[:n] = view[:n]
+                    protocol.buffer_updated(n)
+                    view = view[n:]
+            elif isinstance(protocol, asyncio.Protocol):
+                protocol.data_received(chunk)
+        self.data.clear()
+        if self.eof and isinstance(protocol, asyncio.Protocol | asyncio.BufferedProtocol):
+            protocol.eof_received()
