@@ -25,6 +25,7 @@ from pydicom import dcmread
 
 from dicomnet import DicomClient, DicomServer, Status
 from dicomnet.errors import DicomNetError
+from dicomnet.negotiation import AssociationDecision, AssociationRequest
 from dicomnet.security.tls import (
     BCP195_TLS12_CIPHERS,
     PeerCertificate,
@@ -35,6 +36,13 @@ from dicomnet.security.tls import (
     peer_certificate,
     server_context,
     tls_session,
+)
+from dicomnet.security.users import (
+    IdentityDecision,
+    PasswordHash,
+    decide_identity,
+    hash_password,
+    load_users,
 )
 from dicomnet.service import AssociationInfo, Service
 from dicomnet.services.storage import StorageService
@@ -135,6 +143,7 @@ class TLSServer(ThreadedServer):
         ctx: ssl.SSLContext | None,
         handshake_timeout: float,
         acceptor: bool = False,
+        service: Callable[[AssociationInfo], Service] | None = None,
     ) -> None:
         self.root = root
         self.ctx = ctx
@@ -142,7 +151,7 @@ class TLSServer(ThreadedServer):
         self.acceptor = acceptor
         self.failures: list[TLSHandshakeError] = []
         self.reached: list[tuple[AssociationInfo, PeerCertificate | None, Any]] = []
-        storage = StorageService.factory(root, fsync=False)
+        storage = service or StorageService.factory(root, fsync=False)
 
         def factory(info: AssociationInfo) -> Service:
             assoc = next(a for a in self.server._associations if a.info is info)
@@ -205,9 +214,13 @@ def tls_server(tmp_path: Path) -> Iterator[Callable[..., TLSServer]]:
     started: list[TLSServer] = []
 
     def start(
-        ctx: ssl.SSLContext | None, handshake_timeout: float = 30.0, acceptor: bool = False
+        ctx: ssl.SSLContext | None,
+        handshake_timeout: float = 30.0,
+        acceptor: bool = False,
+        service: Callable[[AssociationInfo], Service] | None = None,
     ) -> TLSServer:
-        server = TLSServer(tmp_path / f"store-{len(started)}", ctx, handshake_timeout, acceptor)
+        root = tmp_path / f"store-{len(started)}"
+        server = TLSServer(root, ctx, handshake_timeout, acceptor, service)
         server.start()
         started.append(server)
         return server
@@ -652,3 +665,108 @@ def test_acceptor_reports_failed_handshakes(
     assert server.reached == []
     assert asyncio.run(tls_echo(server.port, good_client(pki))) == Status.SUCCESS
     assert len(server.failures) == 1
+
+
+# -- user identity over TLS (PS3.7 D.3.3.7), decided by security.users ----------------------------
+
+
+class IdentityStorage(StorageService):
+    """A storage service that decides user identities with ``decide_identity`` (what phase 2
+    wires into the server) and records the decisions."""
+
+    users: dict[str, PasswordHash] = {}
+    decisions: list[IdentityDecision] = []
+
+    async def on_association_request(self, request: AssociationRequest) -> AssociationDecision:
+        decision = await asyncio.to_thread(
+            decide_identity, request.user_identity, self.users, require=True
+        )
+        self.decisions.append(decision)
+        if not decision.accepted:
+            assert decision.reject is not None
+            return request.reject(*decision.reject)
+        request.user_identity_response = decision.response
+        return await super().on_association_request(request)
+
+
+@pytest.fixture
+def identity_service(tmp_path: Path) -> type[IdentityStorage]:
+    users = load_users({"alice": hash_password("correct horse", ln=12)})
+    return IdentityStorage.factory(  # type: ignore[return-value]
+        tmp_path / "identity-store", fsync=False, users=users, decisions=[]
+    )
+
+
+def test_storescu_user_and_password_over_tls(
+    pki: Pki, tls_server: Any, identity_service: type[IdentityStorage], tmp_path: Path
+) -> None:
+    storescu = require_tool("storescu")
+    server = tls_server(mutual(pki), service=identity_service)
+    ds = write_ct(tmp_path / "in" / "a.dcm")
+    base = [storescu, "-v", *tls_args(pki), "-aec", "DICOMNET"]
+    target = ["127.0.0.1", str(server.port), str(tmp_path / "in" / "a.dcm")]
+
+    wrong = run([*base, "-usr", "alice", "-pwd", "battery staple", *target])
+    output = wrong.stdout + wrong.stderr
+    assert wrong.returncode != 0, output
+    assert "Association Rejected" in output, output
+    assert "Rejected Permanent" in output and "ACSE" in output, output
+    assert "battery staple" not in repr(identity_service.decisions)
+
+    missing = run([*base, *target])
+    assert missing.returncode != 0
+
+    right = run([*base, "-usr", "alice", "-pwd", "correct horse", *target])
+    assert right.returncode == 0, right.stdout + right.stderr
+    out = server.root.parent / "identity-store" / ds.StudyInstanceUID / ds.SeriesInstanceUID
+    assert (out / f"{ds.SOPInstanceUID}.dcm").exists()
+    reasons = [d.reason for d in identity_service.decisions]
+    assert reasons == [
+        "wrong passcode for user 'alice'",
+        "no user identity was sent and one is required",
+        "user 'alice' authenticated",
+    ]
+
+
+def test_pynetdicom_user_identity_positive_response_over_tls(
+    pki: Pki, tls_server: Any, identity_service: type[IdentityStorage]
+) -> None:
+    require_pynetdicom()
+    from pynetdicom import AE
+    from pynetdicom.pdu_primitives import UserIdentityNegotiation
+    from pynetdicom.sop_class import Verification
+
+    server = tls_server(mutual(pki), service=identity_service)
+
+    def identity(password: bytes) -> UserIdentityNegotiation:
+        item = UserIdentityNegotiation()
+        item.user_identity_type = 2
+        item.positive_response_requested = True
+        item.primary_field = b"alice"
+        item.secondary_field = password
+        return item
+
+    ae = AE(ae_title="PYNETDICOM")
+    ae.add_requested_context(Verification)
+    tls = (good_client(pki), "localhost")
+    assoc = ae.associate(
+        "127.0.0.1",
+        server.port,
+        ae_title="DICOMNET",
+        ext_neg=[identity(b"correct horse")],
+        tls_args=tls,
+    )
+    assert assoc.is_established
+    try:
+        response = assoc.acceptor.user_identity
+        assert response is not None and response.server_response == b""  # D.3.3.7.2
+        assert assoc.send_c_echo().Status == 0
+    finally:
+        assoc.release()
+    refused = ae.associate(
+        "127.0.0.1", server.port, ae_title="DICOMNET", ext_neg=[identity(b"nope")], tls_args=tls
+    )
+    assert refused.is_rejected
+    assert refused.acceptor.primitive.result == 1  # rejected permanent
+    assert refused.acceptor.primitive.result_source == 2  # ACSE related function
+    assert refused.acceptor.primitive.diagnostic == 1  # no reason given
