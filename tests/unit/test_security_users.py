@@ -185,11 +185,27 @@ def test_wrong_passcode_is_rejected_and_never_shown(table: dict[str, PasswordHas
 def test_unknown_user_costs_a_verification(
     table: dict[str, PasswordHash], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    burned: list[bytes] = []
-    monkeypatch.setattr(users_module, "_burn", burned.append)
+    burned: list[tuple[bytes, PasswordHash | None]] = []
+    monkeypatch.setattr(users_module, "_burn", lambda *args: burned.append(args))
     decision = decide_identity(rq(2, b"mallory", b"guess"), table)
     assert not decision.accepted and decision.reason == "unknown user 'mallory'"
-    assert burned == [b"guess"]
+    assert burned == [(b"guess", table["alice"])]  # the same cost as a known user's check
+
+
+def test_burn_costs_a_verification_with_the_given_parameters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[int, int, int]] = []
+    real = users_module._scrypt
+
+    def spy(password: bytes, salt: bytes, ln: int, r: int, p: int, length: int) -> bytes:
+        calls.append((ln, r, p))
+        return real(password, salt, ln, r, p, length)
+
+    monkeypatch.setattr(users_module, "_scrypt", spy)
+    users_module._burn(b"x", PasswordHash(11, 4, 2, b"s" * 16, b"h" * 32))
+    users_module._burn(b"x", None)
+    assert calls == [(11, 4, 2), (15, 8, 1)]
 
 
 def test_username_only(table: dict[str, PasswordHash]) -> None:

@@ -148,16 +148,13 @@ def verify_password(password: str | bytes, stored: str | PasswordHash) -> bool:
     return parsed.verify(password)
 
 
-_dummy: PasswordHash | None = None
-
-
-def _burn(password: bytes) -> None:
-    """Spend the work of one verification against a hash nobody has, so that an unknown
-    username takes as long to refuse as a wrong password."""
-    global _dummy
-    if _dummy is None:
-        _dummy = PasswordHash.parse(hash_password(b"\x00dicomnet-no-such-user"))
-    _dummy.verify(password or b"\x00")
+def _burn(password: bytes, like: PasswordHash | None) -> None:
+    """Spend the work of one verification, with the cost parameters of the users' hashes, so
+    that an unknown username takes as long to refuse as a wrong password."""
+    if like is None:
+        like = PasswordHash(DEFAULT_LN, DEFAULT_R, DEFAULT_P, b"", b"")
+    blank = PasswordHash(like.ln, like.r, like.p, b"\x00" * SALT_BYTES, b"\x00" * HASH_BYTES)
+    blank.verify(password)
 
 
 # -- `dicomnet passwd` ----------------------------------------------------------------------------
@@ -331,7 +328,7 @@ def decide_identity(
         passcode = bytes(identity.secondary_field)
         stored = users.get(name)
         if stored is None:
-            _burn(passcode)
+            _burn(passcode, next(iter(users.values()), None))
             return _refuse(f"unknown user {shown!r}", kind, shown)
         if not stored.verify(passcode):  # an empty passcode costs the same work
             return _refuse(f"wrong passcode for user {shown!r}", kind, shown)
