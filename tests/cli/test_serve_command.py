@@ -509,7 +509,13 @@ def test_workers_share_the_port_and_stop_together(
     storescu = require_tool("storescu")
     findscu = require_tool("findscu")
     server = serve("--workers", "2")
-    workers = psutil.Process(server.proc.pid).children()
+    # The parent binds, then forks: the port can answer before the worker exists.
+    workers: list[psutil.Process] = []
+    deadline = time.monotonic() + 10
+    while not workers and time.monotonic() < deadline:
+        workers = psutil.Process(server.proc.pid).children()
+        if not workers:
+            time.sleep(0.05)
     assert len(workers) == 1  # the parent serves too
     folders = [tmp_path / f"in{n}" for n in range(4)]
     sent: dict[str, bytes] = {}
@@ -551,7 +557,8 @@ def test_workers_share_the_port_and_stop_together(
 
 def _value(line: str) -> str:
     """The value of a findscu -v dump line: ``(0020,000d) UI [1.2.3]  # ...`` gives ``1.2.3``."""
-    return line.split("[", 1)[1].split("]", 1)[0]
+    # A UI value of odd length is padded with NUL (PS3.5 §6.2); findscu shows the pad.
+    return line.split("[", 1)[1].split("]", 1)[0].rstrip("\x00 ")
 
 
 def _index_rows_and_state(storage: Path) -> tuple[int, str | None]:
