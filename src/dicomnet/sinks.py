@@ -296,6 +296,13 @@ class _OwnedFolder:
     def release(self) -> bool:
         """Remove the folder and its lock file if the folder is empty; False (and still
         locked) while it holds a file, e.g. one still being received."""
+        # The pool's sub-folders are removed by the pool's close, except one that still held a
+        # file being received then: remove it now if that file has gone since.
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.path):
+                if entry.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(entry.path)
         try:
             os.rmdir(self.path)
         except FileNotFoundError:

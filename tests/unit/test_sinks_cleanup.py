@@ -11,6 +11,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,3 +189,23 @@ print(parent_path, flush=True)
     assert child != parent
     remove_temp_files(tmp_path)  # both processes are gone: nothing is anyone's any more
     assert not tmp_path.exists()
+
+
+def test_a_pool_file_in_use_at_close_leaves_nothing_once_gone(tmp_path: Path) -> None:
+    """The file in use came from one of the pool's sub-folders (not from the pool running dry):
+    the second close removes that sub-folder too, then the process's folder."""
+    first_fd, first = temp_file(tmp_path)  # starts the pool and its thread
+    own = Path(first).parent if Path(first).parent.parent == tmp_path else Path(first).parent.parent
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not list(own.glob(f"{TEMP_PREFIX}*/*")):
+        time.sleep(0.01)  # the pool's thread fills its sub-folders: bounded wait
+    fd, name = temp_file(tmp_path)
+    assert Path(name).parent.parent == own  # from a sub-folder of the pool
+    os.close(first_fd)
+    os.unlink(first)
+    close_temp_pools()
+    assert Path(name).exists()
+    os.close(fd)
+    os.unlink(name)
+    close_temp_pools()
+    assert _tree(tmp_path) == []
