@@ -314,7 +314,7 @@ async def test_client_without_handler_answers_unrecognized_operation(
 
 
 async def test_client_handler_answers_the_event_report() -> None:
-    seen: list[tuple[int, str, str]] = []
+    seen: list[tuple[Any, ...]] = []
 
     async def on_event(request: ReceivedN) -> Response:
         message = request.message
@@ -385,7 +385,8 @@ async def test_commitment_report_on_a_new_association() -> None:
             scp.listener_port = listener.port
             async with _client(scp) as client:
                 report = await client.request_commitment(refs, timeout=30, reports=reports)
-            await asyncio.to_thread(lambda: [t.join(30) for t in scp.threads])
+            for thread in scp.threads:
+                await asyncio.to_thread(thread.join, 30)
     assert report.success == refs
     assert scp.report_status == [Status.SUCCESS]
     # pynetdicom, the association requestor, proposed the SCP role and we granted it.
