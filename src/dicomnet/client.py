@@ -1,12 +1,17 @@
 """``DicomClient``: negotiates an association, queues requests and awaits their responses
-(fo-dicom's ``DicomClient``), with the direct forms ``await client.c_echo()`` and
-``await client.c_store(path)``.
+(fo-dicom's ``DicomClient``), with the direct forms ``await client.c_echo()``,
+``await client.c_store(path)``, ``await client.n_get(...)`` (and the other DIMSE-N calls) and
+``await client.request_commitment(references)``.
 
 Rules: the association is opened lazily, with the presentation contexts the queued requests need
 plus those added explicitly; a request that needs a context the open association lacks makes the
 client release it and associate again. Up to the negotiated asynchronous operations window of
 requests are outstanding at once, each under a message ID that no outstanding request holds
 (``dimse.ids``: 1..65535, cycling). A file's data set is streamed from disk, never read whole.
+Requests the peer sends on the association (a C-GET's C-STORE-RQs, N-EVENT-REPORT-RQs and the
+other N requests) go to the client's handlers (``on_n_event_report``, ...) and are answered by
+``dicomnet.retrieve``; a storage commitment report for a transaction the client awaits goes to
+its ``CommitmentReports``.
 The request types live in ``dicomnet.requests``, identifiers and models in ``dicomnet.query``,
 query/retrieve responses and errors in ``dicomnet.retrieve``; their names are re-exported here.
 """
@@ -24,7 +29,14 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from pydicom import Dataset
+from pydicom.uid import generate_uid
 
+from dicomnet.archive.commitment import (
+    STORAGE_COMMITMENT_PUSH,
+    STORAGE_COMMITMENT_PUSH_INSTANCE,
+    CommitmentReport,
+    request_dataset,
+)
 from dicomnet.association import Association, Incoming, IncomingInvalid
 from dicomnet.connection import Aborted, Role
 from dicomnet.dataset import decode_dataset
@@ -57,29 +69,47 @@ from dicomnet.query import (
     resolve_model,
 )
 from dicomnet.requests import (
+    AttributeKey,
     CEchoRequest,
     CFindRequest,
     CGetRequest,
     CMoveRequest,
+    CommitmentReference,
     CStoreRequest,
+    NActionRequest,
+    NCreateRequest,
+    NDeleteRequest,
+    NEventReportRequest,
+    NGetRequest,
+    NResult,
+    NServiceRequest,
+    NSetRequest,
     QueryRequest,
     Request,
     StoreHandler,
+    commitment_references,
     get_storage_contexts,
     save_into,
 )
 from dicomnet.retrieve import (
+    N_HANDLER_NAMES,
+    N_REQUESTS,
     CFindError,
     CGetError,
     CMoveError,
+    CommitmentError,
+    CommitmentReports,
+    NHandler,
     QueryRetrieveError,
     QueryRetrieveResponses,
     RetrieveProgress,
+    answer_n_request,
     find_match,
     progress,
     receive_store,
 )
 from dicomnet.service import AssociationInfo
+from dicomnet.service import NRequest as ReceivedN
 from dicomnet.sinks import DatasetSink, FileSink, MemorySink, file_meta_bytes
 from dicomnet.uids import UNCOMPRESSED, VERIFICATION
 
@@ -95,7 +125,19 @@ class DicomClient:
     ``async with DicomClient(host, port, calling_ae="ME", called_ae="PACS") as client:`` then
     ``await client.c_echo()``, ``await client.c_store(path)``, or ``await client.add_request(r)``
     and ``await client.send()``. Leaving the block releases the association.
+
+    N requests the peer sends on the association go to ``on_n_event_report``, ``on_n_get``,
+    ``on_n_set``, ``on_n_action``, ``on_n_create`` and ``on_n_delete`` (an ``NHandler`` each:
+    set the attribute, or define the method in a subclass); without one the client answers
+    0x0211 Unrecognized operation.
     """
+
+    on_n_event_report: NHandler | None = None
+    on_n_get: NHandler | None = None
+    on_n_set: NHandler | None = None
+    on_n_action: NHandler | None = None
+    on_n_create: NHandler | None = None
+    on_n_delete: NHandler | None = None
 
     def __init__(
         self,
@@ -136,7 +178,12 @@ class DicomClient:
         self._message_ids = MessageIds()
         self._slots: asyncio.Semaphore | None = None
         self._inflight: set[asyncio.Future[c.ResponseMessage]] = set()
-        self._store_tasks: set[asyncio.Task[None]] = set()
+        # Answers to the peer's requests (C-GET sub-operations, N requests) being worked on.
+        self._answer_tasks: set[asyncio.Task[None]] = set()
+        #: Where this client's storage commitment reports are awaited (``request_commitment``).
+        self.commitments = CommitmentReports()
+        # Transaction UID -> the reports that await it, for reports arriving on our association.
+        self._commitments: dict[str, CommitmentReports] = {}
 
     # -- configuration -----------------------------------------------------------------------------
 
@@ -234,6 +281,9 @@ class DicomClient:
             return
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self._answer_tasks:
+            # Let the answers to the peer's requests go out before the A-RELEASE-RQ.
+            await asyncio.wait(list(self._answer_tasks), timeout=self.dimse_timeout)
         self._assoc = None
         if not assoc.closed.done():
             await assoc.release(self.acse_timeout)
@@ -382,8 +432,11 @@ class DicomClient:
             get = self._get_for(message)
             store = get.store if get is not None else None
             task = asyncio.get_running_loop().create_task(receive_store(assoc, item, store))
-            self._store_tasks.add(task)
-            task.add_done_callback(self._store_tasks.discard)
+            self._answer_tasks.add(task)
+            task.add_done_callback(self._answer_tasks.discard)
+            return
+        if type(message) in N_REQUESTS:
+            self._answer_n(item)
             return
         if not isinstance(message, c.ResponseMessage):
             log.warning("unexpected %s from the peer ignored", message.NAME)
@@ -414,10 +467,46 @@ class DicomClient:
                 results.put_nowait((message, dataset))
             return
         request.response = message
+        if isinstance(request, NServiceRequest):
+            request.response_dataset = dataset
         if results is not None:
             results.put_nowait((message, dataset))
         if request._done is not None and not request._done.done():
             request._done.set_result(message)
+
+    def _answer_n(self, item: Incoming) -> None:
+        """An N request from the peer (PS3.7 §10.1): answered by a task, with its handler."""
+        assoc = self._assoc
+        if assoc is None:
+            return
+        raw = item.sink.value if isinstance(item.sink, MemorySink) else None
+        request = ReceivedN(assoc.info, item.context, item.message, raw=raw)
+        handler = self._n_handler(request)
+        task = asyncio.get_running_loop().create_task(
+            answer_n_request(assoc, request, handler, item.error)
+        )
+        self._answer_tasks.add(task)
+        task.add_done_callback(self._answer_tasks.discard)
+
+    def _n_handler(self, request: ReceivedN) -> NHandler | None:
+        """The handler of a received N request: a storage commitment report whose Transaction
+        UID is awaited goes to the reports that await it, anything else to ``on_n_*``."""
+        message = request.message
+        if (
+            self._commitments
+            and isinstance(message, c.NEventReportRQ)
+            and message.affected_sop_class_uid == STORAGE_COMMITMENT_PUSH
+        ):
+            try:
+                ds = request.dataset
+                transaction = str(ds.get("TransactionUID", "")) if ds is not None else ""
+            except Exception:  # unreadable: the ordinary handler (or 0x0211) answers
+                transaction = ""
+            reports = self._commitments.get(transaction)
+            if reports is not None:
+                return reports.on_n_event_report
+        handler: NHandler | None = getattr(self, N_HANDLER_NAMES[type(message)], None)
+        return handler
 
     # -- direct forms ---------------------------------------------------------------------------------
 
@@ -462,6 +551,160 @@ class DicomClient:
             request = CStoreRequest.from_file(source, **kwargs)
         rsp = await self._one(request)
         return int(rsp.status)
+
+    # -- DIMSE-N (PS3.7 §10.1) ------------------------------------------------------------------
+
+    async def n_request(self, request: NServiceRequest) -> NResult:
+        """Send an N request (associating with its context if needed) and return its answer;
+        a failure status is a result, not an exception."""
+        await self._one(request)
+        result = request.result
+        assert result is not None
+        return result
+
+    async def n_get(
+        self,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        attributes: Iterable[AttributeKey] = (),
+    ) -> NResult:
+        """N-GET (PS3.7 §10.1.2): the ``attributes`` (tags, keywords or "gggg,eeee"; all of
+        them when empty) of a SOP instance, in ``NResult.dataset``."""
+        return await self.n_request(
+            NGetRequest(
+                sop_class_uid=sop_class_uid,
+                sop_instance_uid=sop_instance_uid,
+                attributes=list(attributes),
+            )
+        )
+
+    async def n_set(
+        self, sop_class_uid: str, sop_instance_uid: str, modifications: Dataset
+    ) -> NResult:
+        """N-SET (PS3.7 §10.1.3): change a SOP instance's attributes to ``modifications``."""
+        return await self.n_request(
+            NSetRequest(
+                sop_class_uid=sop_class_uid,
+                sop_instance_uid=sop_instance_uid,
+                dataset=modifications,
+            )
+        )
+
+    async def n_action(
+        self,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        action_type_id: int,
+        information: Dataset | None = None,
+    ) -> NResult:
+        """N-ACTION (PS3.7 §10.1.4): action ``action_type_id`` with its Action Information;
+        the Action Reply is ``NResult.dataset``."""
+        return await self.n_request(
+            NActionRequest(
+                sop_class_uid=sop_class_uid,
+                sop_instance_uid=sop_instance_uid,
+                action_type_id=action_type_id,
+                dataset=information,
+            )
+        )
+
+    async def n_create(
+        self,
+        sop_class_uid: str,
+        sop_instance_uid: str | None = None,
+        attributes: Dataset | None = None,
+    ) -> NResult:
+        """N-CREATE (PS3.7 §10.1.5): a new SOP instance with ``attributes``; without
+        ``sop_instance_uid`` the SCP assigns one, in ``NResult.affected_sop_instance_uid``."""
+        return await self.n_request(
+            NCreateRequest(
+                sop_class_uid=sop_class_uid,
+                sop_instance_uid=sop_instance_uid,
+                dataset=attributes,
+            )
+        )
+
+    async def n_delete(self, sop_class_uid: str, sop_instance_uid: str) -> NResult:
+        """N-DELETE (PS3.7 §10.1.6)."""
+        return await self.n_request(
+            NDeleteRequest(sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid)
+        )
+
+    async def n_event_report(
+        self,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        event_type_id: int,
+        information: Dataset | None = None,
+    ) -> NResult:
+        """N-EVENT-REPORT (PS3.7 §10.1.1): report event ``event_type_id`` with its Event
+        Information, as the SCP of the SOP class (proposed with role selection, see
+        ``NEventReportRequest``); the Event Reply is ``NResult.dataset``."""
+        return await self.n_request(
+            NEventReportRequest(
+                sop_class_uid=sop_class_uid,
+                sop_instance_uid=sop_instance_uid,
+                event_type_id=event_type_id,
+                dataset=information,
+            )
+        )
+
+    # -- storage commitment (PS3.4 J.3) ---------------------------------------------------------
+
+    async def request_commitment(
+        self,
+        references: Iterable[CommitmentReference],
+        *,
+        timeout: float | None = 60.0,
+        transaction_uid: str | None = None,
+        reports: CommitmentReports | None = None,
+    ) -> CommitmentReport:
+        """Ask the peer to commit to storing ``references`` ((SOP Class UID, SOP Instance UID)
+        pairs, data sets or Part 10 files) and wait for its report (Storage Commitment Push
+        Model, PS3.4 J.3): an N-ACTION (Action Type ID 1) on the well-known instance, then the
+        N-EVENT-REPORT with the same Transaction UID, waited for ``timeout`` seconds after the
+        N-ACTION-RSP. The association stays open meanwhile: the SCP may report on it.
+
+        The context is proposed with the default roles, which already let the acceptor (the
+        SCP) send the report on this association (PS3.7 §D.3.3.4; role selection is only for
+        the SCP's own association, PS3.4 J.3.3.1.3). For a report on a new association, pass
+        ``reports`` shared with a ``DicomServer`` that receives it (``reports.listener()``):
+        then the end of this association does not end the wait. A refused request raises
+        ``CommitmentError``; no report in time, ``DicomTimeoutError``; this association ending
+        first without ``reports``, ``AssociationAborted``."""
+        refs = commitment_references(references)
+        if not refs:
+            raise ValueError("a storage commitment request needs at least one reference")
+        uid = transaction_uid or generate_uid()
+        registry = reports if reports is not None else self.commitments
+        waiter = registry.expect(uid)  # before the N-ACTION: the report may come before its RSP
+        self._commitments[uid] = registry
+        try:
+            result = await self.n_action(
+                STORAGE_COMMITMENT_PUSH,
+                STORAGE_COMMITMENT_PUSH_INSTANCE,
+                1,  # Request Storage Commitment (PS3.4 Table J.3-1)
+                request_dataset(uid, refs),
+            )
+            if not result.ok:
+                raise CommitmentError(uid, result.status, result.error_comment)
+            assoc = self._assoc
+            watch: set[asyncio.Future[Any]] = {waiter}
+            if reports is None and assoc is not None:
+                watch.add(assoc.closed)
+            await asyncio.wait(watch, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if waiter.done():
+                return waiter.result()
+            if reports is None and assoc is not None and assoc.closed.done():
+                raise AssociationAborted(
+                    f"the association ended before the storage commitment report for {uid}; "
+                    "the SCP sends it on a new association (PS3.4 J.3.3.1.3): receive it "
+                    "with reports= and a listening server"
+                )
+            raise DicomTimeoutError(f"no storage commitment report for {uid} within {timeout} s")
+        finally:
+            self._commitments.pop(uid, None)
+            registry.forget(uid)
 
     # -- query/retrieve ---------------------------------------------------------------------------
 
@@ -620,7 +863,18 @@ __all__ = [
     "CMoveError",
     "CMoveRequest",
     "CStoreRequest",
+    "CommitmentError",
+    "CommitmentReports",
     "DicomClient",
+    "NActionRequest",
+    "NCreateRequest",
+    "NDeleteRequest",
+    "NEventReportRequest",
+    "NGetRequest",
+    "NHandler",
+    "NResult",
+    "NServiceRequest",
+    "NSetRequest",
     "QueryRequest",
     "QueryRetrieveError",
     "QueryRetrieveResponses",

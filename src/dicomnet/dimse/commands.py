@@ -418,6 +418,8 @@ class _NResponse(ResponseMessage):
     error_comment: str | None = None
     error_id: int | None = None
     offending_elements: list[int] | None = None
+    # The attributes a status names, e.g. 0x0107 Attribute list error (PS3.7 Annex C).
+    attribute_identifier_list: list[int] | None = None
 
 
 @dataclass(slots=True, kw_only=True)
