@@ -41,6 +41,8 @@ from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
     generate_uid,
 )
 
@@ -642,7 +644,9 @@ def _decoded_frames(
             if swap:
                 data = swap_bytes(data, swap)
             try:
-                arr, meta = decoder.as_array(data, raw=True, **pixels.options())
+                arr, meta = decoder.as_array(
+                    data, raw=True, **pixels.options(pixel_keyword="PixelData")
+                )
             except Exception as exc:
                 raise TranscodeError(f"{path}: frame {index + 1}: {_first_line(exc)}") from None
             yield _Frame(index, arr, meta)
@@ -845,6 +849,18 @@ def _write_encapsulated(
             encoder_syntax = JPEG2000Lossless  # lossless coding in the .91 syntax (PS3.5 8.2.4)
     if goal.near_lossless:
         options["jls_error"] = goal.near_lossless
+    smallest = min(pixels.rows, pixels.columns)
+    if encoder_syntax in (JPEG2000Lossless, JPEG2000) and smallest < 32:
+        # pylibjpeg-openjpeg always codes 6 resolution levels (5 wavelet decompositions).
+        raise TranscodeError(
+            f"{goal}: the JPEG 2000 encoder (openjpeg, 6 resolution levels) needs at least 32 "
+            f"rows and columns; this image is {pixels.rows}x{pixels.columns}"
+        )
+    if encoder_syntax in (JPEGLSLossless, JPEGLSNearLossless) and smallest < 4:
+        raise TranscodeError(
+            f"{goal}: the JPEG-LS encoder (CharLS) fails on images under 4x4; this image is "
+            f"{pixels.rows}x{pixels.columns}"
+        )
     encoder = get_encoder(encoder_syntax)
     plugins = encoder.available_plugins
     # pydicom's own RLE encoder is pure Python (about 15x slower than pylibjpeg-rle's, measured)
