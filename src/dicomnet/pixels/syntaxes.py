@@ -203,6 +203,8 @@ def _missing(coder: object) -> tuple[str, ...]:
     ours = [m for m in messages if m.startswith(("pyjpegls", "pylibjpeg"))]
     text = (ours or messages)[0].split(" - requires ", 1)[-1]
     parts = [p.strip() for p in text.replace(" and ", ", ").split(",") if p.strip()]
+    if "numpy" not in parts and not _numpy_available():
+        parts.insert(0, "numpy")
     return tuple(parts)
 
 
