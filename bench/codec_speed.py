@@ -60,9 +60,9 @@ CASES = [
 
 
 def run(syntax: str, plugin: str, mode: str, threads: int, count: int, extra: dict[str, object]) -> dict[str, float] | str:  # fmt: skip
+    argv = [sys.executable, "-c", CHILD, syntax, plugin, mode, str(threads), str(count)]
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, syntax, plugin, mode, str(threads), str(count)]
-        + [json.dumps(extra)],
+        [*argv, json.dumps(extra)],
         capture_output=True,
         text=True,
     )
