@@ -389,3 +389,13 @@ def test_codec_size_limits_are_said_clearly(tmp_path: Path) -> None:
     refuses(src, tmp_path, "at least 32 rows and columns; this image is 16x40", "jpeg2000-lossless")
     write_image(src, smooth(1, 3, 40, 1, 8, False, 0), bits_stored=8)
     refuses(src, tmp_path, "under 4x4", "jpeg-ls-lossless")
+
+
+def test_bit_packed_frames_are_re_encoded_only(tmp_path: Path) -> None:
+    path = get_testdata_file("liver_1frame.dcm")  # Bits Allocated 1
+    assert path is not None
+    src = tmp_path / "liver.dcm"
+    src.write_bytes(Path(path).read_bytes())
+    refuses(src, tmp_path, "Bits Allocated 1 pixel data can only be re-encoded", "rle")
+    transcode_file(src, tmp_path / "be.dcm", "explicit-be")
+    assert dcmread(tmp_path / "be.dcm").PixelData == dcmread(src).PixelData  # OB: no swap

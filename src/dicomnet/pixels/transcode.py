@@ -510,6 +510,13 @@ def _convert(
 
     # Frames: decode and/or encode through pydicom's pixel data plugins.
     pixels = _pixels(head, path)
+    if pixels.bits_allocated % 8:
+        # Bit-packed frames (PS3.5 8.1.1, Bits Allocated 1) are re-encoded between native
+        # syntaxes only; no codec in pydicom writes them.
+        raise TranscodeError(
+            f"{path}: Bits Allocated {pixels.bits_allocated} pixel data can only be re-encoded "
+            "between native syntaxes, not compressed or decompressed"
+        )
     source_lossy = _text(head.get("LossyImageCompression")) == "01" or source_syntax in ALWAYS_LOSSY
     if goal.lossy:
         if not allow_lossy:
