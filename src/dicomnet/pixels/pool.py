@@ -1,10 +1,9 @@
 """Codec work off the event loop: ``transcode_file`` in worker processes.
 
-Why processes, not threads (measured on this project's machine, 512x512 16-bit frames, one vs
-two threads, see tests/unit/test_pixels_pool.py and the report): pyjpegls (CharLS), libjpeg and
-pylibjpeg-rle keep the GIL while they work (two threads run no faster than one), and
-pylibjpeg-openjpeg releases it but its encoder is not thread-safe: two threads encoding JPEG 2000
-at once crash the interpreter (SIGSEGV). Worker processes give both cores to codecs, keep a crash
+Why processes, not threads (measured with bench/codec_speed.py, 512x512 12-bit frames, one vs
+two threads): pyjpegls (CharLS), libjpeg and pylibjpeg-rle gained nothing from a second thread
+(CPU per wall second 0.9-1.1x), and pylibjpeg-openjpeg's encoder is not thread-safe: two threads
+encoding JPEG 2000 at once crash the interpreter (SIGSEGV, every run). Worker processes give both cores to codecs, keep a crash
 inside one file (the pool is rebuilt and the file fails with ``TranscodeError``), and leave the
 event loop free for other associations.
 
