@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 import io
+import logging
 import os
 import struct
 import zlib
@@ -19,10 +20,11 @@ from pathlib import Path
 from pydicom import DataElement, Dataset, Sequence, dcmread
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_dataset
+from pydicom.filewriter import correct_ambiguous_vr_element, write_dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.valuerep import AMBIGUOUS_VR
 
-from dicomnet.errors import DicomNetError
+from dicomnet.errors import DicomNetError, TranscodeError
 
 
 def _flags(transfer_syntax: str) -> tuple[bool, bool]:
@@ -42,40 +44,120 @@ def decode_dataset(data: bytes, transfer_syntax: str) -> Dataset:
     return read_dataset(io.BytesIO(data), implicit, little)
 
 
-# Bytes per word of the VRs whose values pydicom keeps as raw bytes in the byte order they were
-# read with (PS3.5 §7.3): they must be swapped when the byte order changes.
-_WORD_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+log = logging.getLogger("dicomnet.dataset")
+
+# Byte order (PS3.5 §7.3 as it stood when Explicit VR Big Endian was defined, PS3.5 2016b; A.3).
+# pydicom parses the numeric VRs (US, SS, UL, SL, FL, FD, AT, ...) and re-encodes them itself in
+# the target order, but keeps OW/OF/OL/OD/OV values as raw bytes in the order they were read
+# with, so those are swapped here, each per its own word size, whatever the data means:
+# - PS3.5 §6.2 defines OW as "a string of 16-bit words ... a VR that requires byte swapping within
+#   each word when changing between Little Endian and Big Endian byte ordering"; OF, OL are
+#   32-bit and OD, OV 64-bit words in the same table.
+# - Pixel Data is OW whenever Bits Allocated > 8 (PS3.5 A.1, A.2, and A.3 of 2016b: "shall have
+#   the Value Representation OW and shall be encoded in Big Endian"), and PS3.5 §8.1.1 packs
+#   pixel cells into those words least significant bit first, a cell that crosses a word boundary
+#   continuing "in the next word". A 32-bit cell is therefore two 16-bit words, low word first,
+#   each word in the syntax's byte order; swapping per 16-bit word is the standard's reading
+#   (DCMTK's too). Readers that swap big endian Pixel Data per pixel (pydicom, some viewers) see
+#   other values for Bits Allocated > 16, so dicomnet logs a warning when it re-encodes such data.
+# - OB (and Pixel Data with Bits Allocated <= 8 sent as OB) is a byte stream: never swapped.
+WORD_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+_ARRAY_CODES = {2: "H", 4: "I", 8: "Q"}
 
 
-def _swap_byte_order(ds: Dataset) -> Dataset:
-    """A copy of ``ds`` with its OW/OF/OL/OD/OV values byte-swapped (pydicom writes them as they
-    are), in nested sequences too; other values are numbers and strings pydicom re-encodes."""
+def swap_bytes(value: bytes | bytearray | memoryview, word_size: int) -> bytes:
+    """``value`` with the bytes of every ``word_size``-byte word reversed; an odd trailing part
+    (malformed data) is kept as it is."""
+    whole = len(value) - len(value) % word_size
+    words = array.array(_ARRAY_CODES[word_size], value[:whole])
+    words.byteswap()
+    return words.tobytes() + bytes(value[whole:])
+
+
+def _copy(ds: Dataset) -> Dataset:
+    """A shallow copy that keeps what pydicom needs to write it right: the original encoding
+    (ambiguous VRs of an Implicit VR data set resolve by PS3.5 A.1, e.g. Pixel Data is OW) and
+    the character set. pydicom's file meta is not carried (it is not part of the data set)."""
+    out = Dataset(ds)
+    implicit, little = ds.original_encoding
+    out.set_original_encoding(implicit, little, ds.original_character_set)
+    return out
+
+
+def _resolved(elem: DataElement, ds: Dataset, little: bool, where: str) -> DataElement:
+    """``elem`` with a definite VR: ambiguous VRs ("OB or OW", "US or SS", ...) are resolved as
+    pydicom's writer would, or the data set is refused with one clear error."""
+    if elem.VR not in AMBIGUOUS_VR:
+        return elem
+    try:
+        resolved = correct_ambiguous_vr_element(elem, ds, little)
+    except (AttributeError, KeyError, ValueError, TypeError) as exc:
+        raise TranscodeError(
+            f"cannot re-encode{where}: the VR of {elem.tag} ({elem.name}) is ambiguous "
+            f"({elem.VR}) and the data set does not say which it is "
+            f"({str(exc).splitlines()[0]})"
+        ) from None
+    if resolved.VR in AMBIGUOUS_VR:
+        raise TranscodeError(
+            f"cannot re-encode{where}: the VR of {elem.tag} ({elem.name}) is ambiguous ({elem.VR})"
+        )
+    return resolved  # type: ignore[return-value]
+
+
+def _swap_byte_order(ds: Dataset, source_little: bool, where: str = "") -> Dataset:
+    """A copy of ``ds`` with its OW/OF/OL/OD/OV values byte-swapped (see WORD_SIZES), in nested
+    sequences too; other values are numbers and strings pydicom re-encodes."""
     out = Dataset()
-    for elem in ds:
+    implicit, little = ds.original_encoding
+    out.set_original_encoding(implicit, little, ds.original_character_set)
+    for raw in ds:
+        elem = _resolved(raw, ds, source_little, where)
         if elem.VR == "SQ":
-            items = Sequence(_swap_byte_order(item) for item in elem.value)
+            items = Sequence(
+                _swap_byte_order(item, source_little, f"{where} in {elem.tag} item {i + 1}")
+                for i, item in enumerate(elem.value)
+            )
             out.add(DataElement(elem.tag, "SQ", items))
-        elif elem.VR in _WORD_SIZES and isinstance(elem.value, bytes) and elem.value:
-            size = _WORD_SIZES[elem.VR]
-            whole = len(elem.value) - len(elem.value) % size
-            words = array.array({2: "H", 4: "I", 8: "Q"}[size], elem.value[:whole])
-            words.byteswap()
-            out.add(DataElement(elem.tag, elem.VR, words.tobytes() + elem.value[whole:]))
+        elif elem.VR in WORD_SIZES and isinstance(elem.value, bytes) and elem.value:
+            if elem.tag == 0x7FE00010 and elem.VR == "OW":
+                bits = ds.get("BitsAllocated")
+                if isinstance(bits, int) and bits > 16:
+                    log.warning(
+                        "re-encoding Pixel Data%s with Bits Allocated %d between big and "
+                        "little endian: swapped per 16-bit OW word as PS3.5 6.2 and 8.1.1 say; "
+                        "readers that swap big endian pixels per %d-bit value read other numbers",
+                        where,
+                        bits,
+                        bits,
+                    )
+            out.add(DataElement(elem.tag, elem.VR, swap_bytes(elem.value, WORD_SIZES[elem.VR])))
         else:
             out.add(elem)
     return out
 
 
 def encode_dataset(ds: Dataset, transfer_syntax: str) -> bytes:
-    """Encode ``ds`` for ``transfer_syntax`` (without File Meta Information)."""
+    """Encode ``ds`` for ``transfer_syntax`` (without File Meta Information). A data set that
+    cannot be encoded raises one ``TranscodeError`` that says why."""
     implicit, little = _flags(transfer_syntax)
     buf = DicomBytesIO()
     buf.is_implicit_VR = implicit
     buf.is_little_endian = little
     source_little = ds.original_encoding[1]
-    if source_little is not None and source_little != little:
-        ds = _swap_byte_order(ds)
-    write_dataset(buf, Dataset(ds))  # a shallow copy: pydicom's file meta is not written
+    try:
+        if source_little is not None and source_little != little:
+            ds = _swap_byte_order(ds, source_little)
+        else:
+            ds = _copy(ds)
+        write_dataset(buf, ds)
+    except TranscodeError:
+        raise
+    except (AttributeError, KeyError, ValueError, TypeError, OverflowError, struct.error) as exc:
+        # pydicom's message carries a formatted traceback after its first line: keep the line.
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TranscodeError(
+            f"cannot encode the data set as {UID(transfer_syntax).name}: {reason}"
+        ) from None
     data = buf.getvalue()
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
         compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)

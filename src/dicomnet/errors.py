@@ -110,3 +110,9 @@ class AssociationAborted(DicomNetError):
 
 class DicomTimeoutError(DicomNetError, TimeoutError):
     """A network, ARTIM or DIMSE timeout expired."""
+
+
+class TranscodeError(DicomNetError):
+    """A data set or its pixel data could not be converted to another transfer syntax: bad input
+    (corrupt compressed data, a fragment table that lies, a frame count that does not match), a
+    missing codec, or a conversion the caller did not allow (lossy). The source is never altered."""

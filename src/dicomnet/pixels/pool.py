@@ -1,0 +1,105 @@
+"""Codec work off the event loop: ``transcode_file`` in worker processes.
+
+Why processes, not threads (measured with bench/codec_speed.py, 512x512 12-bit frames, one vs
+two threads): pyjpegls (CharLS), libjpeg and pylibjpeg-rle gained nothing from a second thread
+(CPU per wall second 0.9-1.1x), and pylibjpeg-openjpeg's encoder is not thread-safe: two threads
+encoding JPEG 2000 at once crash the interpreter (SIGSEGV, every run). Worker processes give both cores to codecs, keep a crash
+inside one file (the pool is rebuilt and the file fails with ``TranscodeError``), and leave the
+event loop free for other associations.
+
+Rules: workers start through ``forkserver`` (forking a process that runs an event loop and
+threads is unsafe); the pool is created on first use and sized to the cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import functools
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from dicomnet.errors import TranscodeError
+from dicomnet.pixels.syntaxes import Target
+from dicomnet.pixels.transcode import TranscodeResult, transcode_file
+
+
+class TranscodePool:
+    """Runs ``transcode_file`` in up to ``max_workers`` processes (default: the cores)."""
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        self.max_workers = max_workers or os.cpu_count() or 1
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                context = multiprocessing.get_context("forkserver")
+                self._executor = ProcessPoolExecutor(self.max_workers, mp_context=context)
+            return self._executor
+
+    def _reset(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._executor is broken:
+                self._executor = None
+        broken.shutdown(wait=False, cancel_futures=False)
+
+    async def transcode(
+        self,
+        src: str | os.PathLike[str],
+        dst: str | os.PathLike[str],
+        target: str | Target,
+        **options: Any,
+    ) -> TranscodeResult:
+        """``transcode_file(src, dst, target, **options)`` in a worker process."""
+        executor = self._get()
+        call = functools.partial(transcode_file, os.fspath(src), os.fspath(dst), target, **options)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, call)
+        except BrokenProcessPool:
+            self._reset(executor)
+            raise TranscodeError(
+                f"{os.fspath(src)}: the codec process died while transcoding (a codec crash on "
+                "this file's data); the file was not converted"
+            ) from None
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=wait, cancel_futures=True)
+
+    async def __aenter__(self) -> TranscodePool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.shutdown(wait=False)
+
+
+_default: TranscodePool | None = None
+
+
+def default_pool() -> TranscodePool:
+    """The process-wide pool (shut down at exit)."""
+    global _default
+    if _default is None:
+        _default = TranscodePool()
+        atexit.register(_default.shutdown, False)
+    return _default
+
+
+async def transcode_file_async(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    target: str | Target,
+    *,
+    pool: TranscodePool | None = None,
+    **options: Any,
+) -> TranscodeResult:
+    """``transcode_file`` without blocking the event loop (in ``pool``, default the shared one)."""
+    return await (pool or default_pool()).transcode(src, dst, target, **options)
