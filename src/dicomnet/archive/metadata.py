@@ -66,7 +66,7 @@ _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN
 _BULK_KEY = b'"BulkDataURI":"'
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Fragment:
     """One instance's cached metadata and pixel data location.
 
@@ -375,12 +375,17 @@ class MetadataStore:
         return out
 
     def get_many(
-        self, items: Sequence[tuple[str, str | os.PathLike[str]]], *, check: bool = True
+        self,
+        items: Sequence[tuple[str, str | os.PathLike[str]]],
+        *,
+        check: bool = True,
+        refresh: bool = False,
     ) -> list[Fragment | None]:
         """The fragments of ``(SOP Instance UID, file path)`` pairs, in order: cached ones whose
         file is unchanged (size and mtime; ``check=False`` skips the stat), the others computed
-        from the file and stored. None for a file that is gone or unreadable (logged)."""
-        found = self.cached([uid for uid, _ in items])
+        from the file and stored (all of them with ``refresh``). None for a file that is gone
+        or unreadable (logged)."""
+        found = {} if refresh else self.cached([uid for uid, _ in items])
         out: list[Fragment | None] = []
         fresh: list[tuple[str, Fragment]] = []
         for uid, path in items:
@@ -411,6 +416,63 @@ class MetadataStore:
 
     def get(self, sop_instance_uid: str, path: str | os.PathLike[str]) -> Fragment | None:
         return self.get_many([(sop_instance_uid, path)])[0]
+
+    def documents(
+        self,
+        root: str | os.PathLike[str],
+        study: str,
+        series: str | None = None,
+        instance: str | None = None,
+    ) -> list[bytes] | None:
+        """The JSON fragments of every instance of a study, series or instance, in index order,
+        checked against their files and computed where missing or stale.
+
+        The fast path of WADO-RS metadata: one query joins the index's own tables (``instance``,
+        ``series``, ``study`` of ``SQLiteIndex``) with the cache. None when the file holds no
+        such tables (another index implementation): the caller then uses ``get_many``.
+        """
+        where = ["st.study_uid = ?"]
+        params: list[object] = [FRAGMENT_VERSION, study]  # the JOIN's parameter comes first
+        if series is not None:
+            where.append("se.series_uid = ?")
+            params.append(series)
+        if instance is not None:
+            where.append("i.sop_instance_uid = ?")
+            params.append(instance)
+        sql = (
+            "SELECT i.sop_instance_uid, i.path, m.size, m.mtime_ns, m.json FROM instance i "
+            "JOIN series se ON se.pk = i.series_fk JOIN study st ON st.pk = se.study_fk "
+            "LEFT JOIN instance_metadata m ON m.sop_instance_uid = i.sop_instance_uid "
+            f"AND m.version = ? WHERE {' AND '.join(where)} ORDER BY i.pk"
+        )
+        try:
+            with self._lock:
+                rows = self._db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:
+            return None
+        base = os.fspath(root) + os.sep  # plain strings: pathlib costs more than the stat
+        out: list[bytes | None] = []
+        redo: list[tuple[int, str, str]] = []
+        stat = os.stat
+        for n, (uid, relative, size, mtime, blob) in enumerate(rows):
+            path = base + relative
+            if blob is not None:
+                try:
+                    st = stat(path)
+                except OSError:
+                    out.append(None)
+                    continue
+                if st.st_size == size and st.st_mtime_ns == mtime:
+                    out.append(blob)
+                    continue
+            out.append(None)
+            redo.append((n, uid, path))
+        if redo:
+            fragments = self.get_many([(uid, path) for _, uid, path in redo], refresh=True)
+            for (n, _uid, _path), fragment in zip(redo, fragments, strict=True):
+                if fragment is not None:
+                    out[n] = fragment.json
+        return [b for b in out if b is not None]
 
     def uids(self) -> Iterator[str]:
         with self._lock:

@@ -30,6 +30,7 @@ from dicomnet.web.common import (
     HTTPProblem,
     archive_of,
     base_url,
+    decorate,
     json_response,
     path_uid,
     query_pairs,
@@ -39,30 +40,13 @@ from dicomnet.web.config import WebConfig
 from dicomnet.web.media import DICOM_JSON, accepts, parse_accept
 from dicomnet.web.qido import QidoError, parse_search, run_search
 
-__all__ = ["WebServer", "create_app", "decorate"]
+__all__ = ["WebServer", "create_app"]
 
 log = logging.getLogger("dicomnet.web")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _UID = r"{%s:[^/]+}"
 ROOT = "/dicom-web"
-
-
-def decorate(request: web.Request, response: web.StreamResponse) -> None:
-    """Headers every answer carries (call before ``prepare`` on a streamed answer)."""
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return
-    allowed = request.app[ARCHIVE].config.cors_origins
-    if "*" in allowed:
-        response.headers["Access-Control-Allow-Origin"] = "*"
-    elif origin.rstrip("/") in allowed:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers.add("Vary", "Origin")
-    else:
-        return
-    response.headers["Access-Control-Expose-Headers"] = "Warning, Content-Location, Content-Type"
 
 
 @web.middleware

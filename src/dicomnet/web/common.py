@@ -35,6 +35,7 @@ __all__ = [
     "Archive",
     "HTTPProblem",
     "base_url",
+    "decorate",
     "json_response",
     "path_uid",
     "query_pairs",
@@ -164,3 +165,20 @@ def warning_header(texts: list[str]) -> dict[str, str]:
         return {}
     clean = [re.sub(r'[^ -~]|["\\]', "?", t)[:500] for t in texts]
     return {"Warning": ", ".join(f'299 dicomnet "{t}"' for t in clean)}
+
+
+def decorate(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers every answer carries (call before ``prepare`` on a streamed answer)."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return
+    allowed = request.app[ARCHIVE].config.cors_origins
+    if "*" in allowed:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+    elif origin.rstrip("/") in allowed:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers.add("Vary", "Origin")
+    else:
+        return
+    response.headers["Access-Control-Expose-Headers"] = "Warning, Content-Location, Content-Type"
