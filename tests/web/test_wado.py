@@ -170,7 +170,7 @@ async def test_metadata(mixed: Archive) -> None:
     study, series = mixed.study, mixed.series  # type: ignore[attr-defined]
     try:
         async with web_client(mixed.root, index) as client:
-            response, body = await fetch(client, f"{ROOT}/studies/{study}/series/{series}/metadata")
+            response, _ = await fetch(client, f"{ROOT}/studies/{study}/series/{series}/metadata")
             assert response.headers["Content-Type"] == "application/dicom+json"
             items = await response.json(content_type=None)
             assert len(items) == 4
@@ -187,11 +187,11 @@ async def test_metadata(mixed: Archive) -> None:
                 )
                 assert "0002" not in "".join(item)[:4]  # no file meta group
             sop = next(iter(mixed.paths))
-            response, body = await fetch(
+            response, _ = await fetch(
                 client, f"{ROOT}/studies/{study}/series/{series}/instances/{sop}/metadata"
             )
             assert len(await response.json(content_type=None)) == 1
-            response, body = await fetch(client, f"{ROOT}/studies/{study}/metadata")
+            response, _ = await fetch(client, f"{ROOT}/studies/{study}/metadata")
             assert len(await response.json(content_type=None)) == 4
             await fetch(
                 client, f"{ROOT}/studies/{study}/metadata", "application/dicom+xml", status=406
