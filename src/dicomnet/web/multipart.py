@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "MultipartError",
+    "MultipartLimitError",
     "MultipartParser",
     "PartData",
     "PartEnd",
@@ -37,6 +38,10 @@ __all__ = [
 
 class MultipartError(ValueError):
     """The body is not a well-formed multipart body, or breaks a limit."""
+
+
+class MultipartLimitError(MultipartError):
+    """The body breaks a limit (parts, header bytes): too large rather than malformed."""
 
 
 def new_boundary() -> str:
@@ -151,7 +156,7 @@ class MultipartParser:
                 del buf[: end + 2]
                 self.parts += 1
                 if self.parts > self._max_parts:
-                    raise MultipartError(f"more than {self._max_parts} parts")
+                    raise MultipartLimitError(f"more than {self._max_parts} parts")
                 self._state = _HEADERS
             elif self._state == _HEADERS:
                 if buf[:2] == b"\r\n":  # no headers at all
@@ -162,10 +167,12 @@ class MultipartParser:
                 end = buf.find(b"\r\n\r\n")
                 if end < 0:
                     if len(buf) > self._max_header:
-                        raise MultipartError(f"part headers longer than {self._max_header} bytes")
+                        raise MultipartLimitError(
+                            f"part headers longer than {self._max_header} bytes"
+                        )
                     break
                 if end > self._max_header:
-                    raise MultipartError(f"part headers longer than {self._max_header} bytes")
+                    raise MultipartLimitError(f"part headers longer than {self._max_header} bytes")
                 events.append(PartStart(_parse_headers(bytes(buf[:end]))))
                 del buf[: end + 4]
                 self._state = _BODY
