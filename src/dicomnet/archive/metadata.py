@@ -87,6 +87,7 @@ class Fragment:
     pixel_vr: str | None = None
     pixel_offset: int | None = None
     pixel_length: int | None = None
+    samples_per_pixel: int | None = None
 
     @property
     def little_endian(self) -> bool:
@@ -181,6 +182,7 @@ def read_instance(path: str | os.PathLike[str]) -> tuple[Fragment, Dataset]:
         pixel_vr=pixel_vr,
         pixel_offset=pixel_offset,
         pixel_length=pixel_length,
+        samples_per_pixel=_int(ds, "SamplesPerPixel"),
     )
     return fragment, ds
 
@@ -263,18 +265,19 @@ CREATE TABLE IF NOT EXISTS instance_metadata (
     pixel_vr TEXT,
     pixel_offset INTEGER,
     pixel_length INTEGER,
+    samples_per_pixel INTEGER,
     json BLOB NOT NULL
 );
 """
 _COLUMNS = (
     "size, mtime_ns, transfer_syntax_uid, rows, columns, bits_allocated, number_of_frames, "
-    "pixel_tag, pixel_vr, pixel_offset, pixel_length, json"
+    "pixel_tag, pixel_vr, pixel_offset, pixel_length, samples_per_pixel, json"
 )
 _BATCH = 500
 
 
 def _from_row(row: Sequence[Any]) -> Fragment:
-    (size, mtime, ts, rows, cols, bits, frames, ptag, pvr, poff, plen, blob) = row
+    (size, mtime, ts, rows, cols, bits, frames, ptag, pvr, poff, plen, spp, blob) = row
     return Fragment(
         json=bytes(blob),
         size=size,
@@ -288,6 +291,7 @@ def _from_row(row: Sequence[Any]) -> Fragment:
         pixel_vr=pvr,
         pixel_offset=poff,
         pixel_length=plen,
+        samples_per_pixel=spp,
     )
 
 
@@ -333,6 +337,7 @@ class MetadataStore:
                 f.pixel_vr,
                 f.pixel_offset,
                 f.pixel_length,
+                f.samples_per_pixel,
                 f.json,
             )
             for uid, f in items
@@ -344,7 +349,7 @@ class MetadataStore:
             try:
                 self._db.executemany(
                     f"INSERT OR REPLACE INTO instance_metadata (sop_instance_uid, version, "
-                    f"{_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+                    f"{_COLUMNS}) VALUES ({', '.join('?' * 15)})",
                     rows,
                 )
             except BaseException:

@@ -184,7 +184,7 @@ def create_app(
 
 def _add_optional_routes(app: web.Application) -> None:
     """Routes of the modules built on top of QIDO (WADO-RS, STOW-RS, WADO-URI, the page)."""
-    for module_name in ("wado", "stow", "render", "page"):
+    for module_name in ("wado", "frames", "stow", "wado_uri", "render", "page"):
         try:
             module = __import__(f"dicomnet.web.{module_name}", fromlist=["add_routes"])
         except ModuleNotFoundError as exc:
