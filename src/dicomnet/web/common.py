@@ -137,13 +137,17 @@ def base_url(request: web.Request) -> str:
         ok = host.lower() in config.allowed_hosts or host.lower().rsplit(":", 1)[0] in (
             config.allowed_hosts
         )
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    local = None
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        address, port = str(sockname[0]), int(sockname[1])
+        local = (address, f"[{address}]:{port}" if ":" in address else f"{address}:{port}")
+    if ok and local is not None and host.strip("[]") == local[0]:
+        # The listening address without its port (dicomweb-client sends ``Host: 127.0.0.1``
+        # for http://127.0.0.1:8042): the client connected directly, so the port is ours.
+        host = local[1]
     if not ok:
-        sockname = request.transport.get_extra_info("sockname") if request.transport else None
-        if isinstance(sockname, tuple) and len(sockname) >= 2:
-            address, port = str(sockname[0]), int(sockname[1])
-            host = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-        else:
-            host = f"{config.host}:{config.port}"
+        host = local[1] if local is not None else f"{config.host}:{config.port}"
     scheme = "https" if request.secure else "http"
     return f"{scheme}://{host}/dicom-web"
 

@@ -34,11 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from dicomnet.archive.index import InstanceRecord
 from dicomnet.archive.metadata import Fragment, read_instance
 from dicomnet.archive.storage import UnsafePathError, instance_path, layout_keys
+from dicomnet.dataset import NotDicomError, read_file_info
 from dicomnet.web.common import (
     Archive,
     HTTPProblem,
@@ -89,6 +91,7 @@ class _Part:
     dest: Path | None = None
     record: InstanceRecord | None = None
     fragment: Fragment | None = None
+    head: bytearray | None = field(default_factory=bytearray)
 
 
 @dataclass(slots=True)
@@ -123,14 +126,33 @@ class _Stager:
                 self.current = None
 
     def _write(self, part: _Part, data: bytes) -> None:
+        if part.head is not None:
+            # The first 132 bytes decide how the file starts (see _start); hold them back.
+            part.head += data
+            if len(part.head) < _PREAMBLE + 4:
+                return
+            data = self._start(part)
+        self._put(part, data)
+
+    def _start(self, part: _Part) -> bytes:
+        """The first bytes of a part as they go to the file: the 128-byte preamble blanked
+        (PS3.10 §7.5: its content is not trusted), or added when the part starts right with
+        the File Meta Information (pydicom's ``dcmwrite`` of a data set that has no preamble,
+        as dicomweb-client sends in-memory data sets)."""
+        head = bytes(part.head or b"")
+        part.head = None
+        if head[_PREAMBLE : _PREAMBLE + 4] == b"DICM":
+            return b"\x00" * _PREAMBLE + head[_PREAMBLE:]
+        if head[:2] == b"\x02\x00":  # group 0002 little endian: meta without preamble
+            return b"\x00" * _PREAMBLE + b"DICM" + head
+        return head
+
+    def _put(self, part: _Part, data: bytes) -> None:
         if part.fd < 0:
             self.incoming.mkdir(parents=True, exist_ok=True)
             name = f".dicomnet-web-{secrets.token_hex(8)}.part"
             part.temp = self.incoming / name
             part.fd = os.open(part.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        if part.size < _PREAMBLE:  # PS3.10 §7.5: the preamble is not trusted; blank it
-            blank = min(_PREAMBLE - part.size, len(data))
-            data = b"\x00" * blank + data[blank:]
         view = memoryview(data)
         while view:
             written = os.write(part.fd, view)
@@ -138,6 +160,8 @@ class _Stager:
         part.size += len(data)
 
     def _finish(self, part: _Part) -> None:
+        if part.head is not None and part.failure is None and part.head:
+            self._put(part, self._start(part))
         if part.fd >= 0:
             if self.archive.config.fsync:
                 os.fsync(part.fd)
@@ -156,6 +180,10 @@ class _Stager:
     def _check(self, part: _Part) -> None:
         assert part.temp is not None
         try:
+            try:
+                read_file_info(part.temp)
+            except NotDicomError:
+                self._rewrite_meta(part)  # no group length or UIDs: write a proper one
             fragment, ds = read_instance(part.temp)
         except Exception as exc:  # whatever pydicom raises on bytes that are not DICOM
             part.failure = FAILURE_UNDERSTAND
@@ -183,6 +211,16 @@ class _Stager:
             part.failure, part.reason = FAILURE_UNDERSTAND, str(exc)[:200]
             return
         part.dest, part.record, part.fragment = dest, record, fragment
+
+    def _rewrite_meta(self, part: _Part) -> None:
+        """Rewrite a file whose File Meta Information lacks its group length or a required
+        element (PS3.10 §7.1), so that every stored file streams as C-STORE's do."""
+        assert part.temp is not None
+        ds = dcmread(part.temp)
+        fixed = part.temp.with_name(part.temp.name[: -len(".part")] + "-meta.part")
+        ds.save_as(fixed, enforce_file_format=True)
+        os.replace(fixed, part.temp)
+        part.size = os.stat(part.temp).st_size
 
     def _drop(self, part: _Part) -> None:
         if part.temp is not None:
