@@ -15,6 +15,7 @@ import asyncio
 import logging
 import re
 import urllib.parse
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,9 @@ class Archive:
     config: WebConfig
     layout: str = DEFAULT_LAYOUT
     writer: Any = None  # services.storage.IndexWriter (not imported: web must not need services)
-    render_cache: dict[Any, bytes] = field(default_factory=dict)
+    #: rendered thumbnails (an LRU kept by ``render``) and the renders allowed at once
+    render_cache: OrderedDict[Any, bytes] = field(default_factory=OrderedDict)
+    render_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
 
     async def ready(self) -> None:
         """Make rows queued by the writer visible before reading the index."""

@@ -118,7 +118,7 @@ class _Planned:
     target: str
 
 
-def _stored_syntax(archive: Archive, record: InstanceRecord) -> tuple[Path, str]:
+def stored_syntax(archive: Archive, record: InstanceRecord) -> tuple[Path, str]:
     path = archive.root / record.path
     if record.transfer_syntax_uid:
         if not path.is_file():
@@ -153,7 +153,7 @@ async def _retrieve(request: web.Request, depth: int) -> web.StreamResponse:
         out = []
         for record in records:
             try:
-                path, stored = _stored_syntax(archive, record)
+                path, stored = stored_syntax(archive, record)
             except (OSError, NotDicomError) as exc:
                 log.warning(
                     "%s: file of %s unusable: %s", request.path, record.sop_instance_uid, exc
