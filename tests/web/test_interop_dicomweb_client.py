@@ -148,6 +148,21 @@ def test_store_search_retrieve(server: str) -> None:
     assert uri.startswith(server)
     assert client.retrieve_bulkdata(uri) == [multi.PixelData]
 
+    # rendered
+    import io
+
+    from PIL import Image
+
+    png = client.retrieve_instance_rendered(
+        study, series, sent[0].SOPInstanceUID, media_types=("image/png",)
+    )
+    assert Image.open(io.BytesIO(png)).size == (64, 64)
+    jpeg = client.retrieve_instance_frames_rendered(
+        study, multi.SeriesInstanceUID, multi.SOPInstanceUID, frame_numbers=[3]
+    )
+    assert Image.open(io.BytesIO(jpeg)).format == "JPEG"
+    assert Image.open(io.BytesIO(client.retrieve_series_rendered(study, series))).format == "JPEG"
+
 
 def test_errors_are_exceptions_not_crashes(server: str) -> None:
     import requests

@@ -24,6 +24,7 @@ from aiohttp import web
 from dicomnet.archive.index import Index
 from dicomnet.archive.metadata import MetadataStore
 from dicomnet.archive.storage import DEFAULT_LAYOUT
+from dicomnet.web import frames, page, render, stow, wado, wado_uri
 from dicomnet.web.common import (
     ARCHIVE,
     Archive,
@@ -172,7 +173,8 @@ def create_app(
     add("GET", f"{ROOT}/studies/{_UID % 'study'}/instances", _search(3, True, ("study",)))
     add("GET", f"{ROOT}/series", _search(2, True))
     add("GET", f"{ROOT}/instances", _search(3, True))
-    _add_optional_routes(app)
+    for module in (wado, frames, render, stow, wado_uri, page):
+        module.add_routes(app, ROOT)
 
     async def close_store(_app: web.Application) -> None:
         if owns_store and store is not None:
@@ -180,18 +182,6 @@ def create_app(
 
     app.on_cleanup.append(close_store)
     return app
-
-
-def _add_optional_routes(app: web.Application) -> None:
-    """Routes of the modules built on top of QIDO (WADO-RS, STOW-RS, WADO-URI, the page)."""
-    for module_name in ("wado", "frames", "stow", "wado_uri", "render", "page"):
-        try:
-            module = __import__(f"dicomnet.web.{module_name}", fromlist=["add_routes"])
-        except ModuleNotFoundError as exc:
-            if exc.name == f"dicomnet.web.{module_name}":
-                continue
-            raise
-        module.add_routes(app, ROOT)
 
 
 class WebServer:
