@@ -54,7 +54,12 @@ async def _static(request: web.Request) -> web.StreamResponse:
     return _response(name)
 
 
+async def _favicon(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=204)  # no icon; answered so that browsers log no error
+
+
 def add_routes(app: web.Application, root: str) -> None:
     del root
     app.router.add_route("GET", "/", _index)
+    app.router.add_route("GET", "/favicon.ico", _favicon)
     app.router.add_route("GET", "/static/{name}", _static)
