@@ -479,6 +479,41 @@ class MetadataStore:
                     out[n] = fragment.json
         return [b for b in out if b is not None]
 
+    def representatives(self, level: int, uids: Sequence[str]) -> dict[str, tuple[str, str]] | None:
+        """The first stored instance of each study (``level`` 1) or series (2) in ``uids``:
+        UID -> (SOP Instance UID, path relative to the storage root), from the index's tables
+        in one query; None when the file holds no ``SQLiteIndex`` tables."""
+        if level == 1:
+            source = (
+                "instance i JOIN series se ON se.pk = i.series_fk "
+                "JOIN study st ON st.pk = se.study_fk"
+            )
+            key = "st"
+            column = "st.study_uid"
+        elif level == 2:
+            source = "instance i JOIN series se ON se.pk = i.series_fk"
+            key = "se"
+            column = "se.series_uid"
+        else:
+            raise ValueError(f"level {level}: 1 (study) or 2 (series)")
+        out: dict[str, tuple[str, str]] = {}
+        for start in range(0, len(uids), _BATCH):
+            batch = list(uids[start : start + _BATCH])
+            marks = ", ".join("?" * len(batch))
+            # SQLite returns the other columns of the row that gives min() (bare columns)
+            sql = (
+                f"SELECT {column}, i.sop_instance_uid, i.path, min(i.pk) FROM {source} "
+                f"WHERE {column} IN ({marks}) GROUP BY {key}.pk"
+            )
+            try:
+                with self._lock:
+                    rows = self._db.execute(sql, batch).fetchall()
+            except sqlite3.OperationalError:
+                return None
+            for uid, sop, path, _pk in rows:
+                out[str(uid)] = (str(sop), str(path))
+        return out
+
     def uids(self) -> Iterator[str]:
         with self._lock:
             rows = self._db.execute("SELECT sop_instance_uid FROM instance_metadata").fetchall()

@@ -274,7 +274,9 @@ def run_search(
     QidoError for a value the matching cannot parse (a date that is no date, ...)."""
     wanted = _returned(search)
     in_index = [k for k in wanted if k in _INDEX_KEYS and max(_INDEX_KEYS[k], 1) <= search.level]
-    from_metadata = [k for k in wanted if k not in in_index]
+    # keys the index keeps below the query level are not returned (PS3.4 §C.4.1.1.3.1:
+    # OHIF asks Modality of studies); the others come from the cached metadata
+    from_metadata = [k for k in wanted if k not in _INDEX_KEYS]
     query: dict[str, tuple[str, str]] = {k: (vr_of(k), "") for k in in_index}
     query.update(search.keys)
     level_name = LEVEL_NAMES[search.level]
@@ -333,20 +335,36 @@ def _from_metadata(
     """Values of ``keywords`` for each result row, from the cached metadata of the row's
     instance (level 3) or of the first instance under it (levels 1 and 2)."""
     uids: list[str | None] = []
+    paths: dict[str, str] = {}
     if level == 3:
         uids = [str(row.get("SOPInstanceUID")) for row in page]
     else:
         keyword = _UNIQUE[level]
-        for row in page:
-            records = index.instances(
-                LEVEL_NAMES[level], {keyword: ("UI", str(row.get(keyword)))}, relational=True
-            )
-            first = next(iter(records), None)
-            uids.append(first.sop_instance_uid if first is not None else None)
+        entities = [str(row.get(keyword)) for row in page]
+        firsts = store.representatives(level, entities)
+        if firsts is None:  # not the SQLite index: ask the index, one entity at a time
+            firsts = {}
+            for uid in entities:
+                records = index.instances(
+                    LEVEL_NAMES[level], {keyword: ("UI", uid)}, relational=True
+                )
+                first = next(iter(records), None)
+                if first is not None:
+                    firsts[uid] = (first.sop_instance_uid, first.path)
+        for uid in entities:
+            found = firsts.get(uid)
+            uids.append(found[0] if found else None)
+            if found:
+                paths[found[0]] = found[1]
     known = [u for u in uids if u]
     cached = store.cached(known)
     missing = [u for u in known if u not in cached]
-    if missing:
+    if missing and all(u in paths for u in missing):
+        pairs = [(u, root / paths[u]) for u in missing]
+        for (uid, _path), fragment in zip(pairs, store.get_many(pairs), strict=True):
+            if fragment is not None:
+                cached[uid] = fragment
+    elif missing:
         records = index.instances(
             "IMAGE", {"SOPInstanceUID": ("UI", "\\".join(missing))}, relational=True
         )
