@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import queue
 import sqlite3
 import struct
 import threading
@@ -49,6 +50,8 @@ __all__ = [
     "BULK_THRESHOLD",
     "Fragment",
     "MetadataStore",
+    "MetadataWriter",
+    "build_metadata",
     "compute_fragment",
     "read_instance",
     "dumps",
@@ -518,6 +521,74 @@ class MetadataStore:
         with self._lock:
             rows = self._db.execute("SELECT sop_instance_uid FROM instance_metadata").fetchall()
         return iter([str(r[0]) for r in rows])
+
+
+class MetadataWriter:
+    """Computes and stores the fragments of newly stored instances on a worker thread, so that
+    a storage service's answer never waits for pydicom (2-10 ms per header). Queue with
+    ``add(sop_instance_uid, path)`` (e.g. from ``StorageService``'s ``on_stored``); ``close()``
+    writes what is queued. A fragment not written yet is computed on first use anyway."""
+
+    def __init__(self, store: MetadataStore, *, batch: int = 64) -> None:
+        self.store = store
+        self.batch = batch
+        self.written = 0
+        self._queue: queue.SimpleQueue[tuple[str, str] | threading.Event | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._run, name="dicomnet-metadata", daemon=True)
+        self._started = False
+        self._lock = threading.Lock()
+
+    def add(self, sop_instance_uid: str, path: str | os.PathLike[str]) -> None:
+        with self._lock:
+            if not self._started:
+                self._thread.start()
+                self._started = True
+        self._queue.put((sop_instance_uid, os.fspath(path)))
+
+    def flush(self, timeout: float | None = 60.0) -> bool:
+        """Wait until what was queued before this call is stored."""
+        if not self._started:
+            return True
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def close(self, timeout: float | None = 60.0) -> None:
+        if self._started:
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            items: list[tuple[str, str]] = []
+            markers: list[threading.Event] = []
+            stop = False
+            while True:
+                if item is None:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    markers.append(item)
+                else:
+                    items.append(item)
+                if stop or len(items) >= self.batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if items:
+                try:
+                    self.store.get_many(items, refresh=True)
+                    self.written += len(items)
+                except Exception as exc:  # a cache: serving computes what is missing
+                    log.warning("metadata of %d instances not cached: %s", len(items), exc)
+            for marker in markers:
+                marker.set()
+            if stop:
+                return
 
 
 def build_metadata(
