@@ -147,3 +147,33 @@ def test_metadata_cache_build_and_prefix(tmp_path: Path) -> None:
     finally:
         store.close()
         index.close()
+
+
+async def test_error_after_the_status_cuts_the_answer(
+    archive: Any, client_for: Any, monkeypatch: Any
+) -> None:
+    """A file that fails half way (disk error, removed): the connection is closed, so the
+    client sees an incomplete answer, never one that looks whole."""
+    import aiohttp
+
+    from dicomnet.web import wado
+
+    async def failing(path: Any, start: int = 0, length: Any = None) -> Any:
+        yield b"\x00" * 1000
+        raise OSError("disk error")
+
+    monkeypatch.setattr(wado, "read_chunks", failing)
+    s1, (se1, _se2) = archive.studies[0]
+    async with client_for() as client:
+        response = await client.get(
+            f"{ROOT}/studies/{s1}/series/{se1}",
+            headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+        )
+        assert response.status == 200
+        try:
+            await response.read()
+        except aiohttp.ClientPayloadError:
+            pass
+        else:
+            raise AssertionError("the answer looked complete")
+        assert (await client.get(f"{ROOT}/studies")).status == 200  # still serving

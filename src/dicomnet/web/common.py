@@ -36,6 +36,7 @@ __all__ = [
     "Archive",
     "HTTPProblem",
     "base_url",
+    "cut_short",
     "decorate",
     "json_response",
     "path_uid",
@@ -189,3 +190,12 @@ def decorate(request: web.Request, response: web.StreamResponse) -> None:
     else:
         return
     response.headers["Access-Control-Expose-Headers"] = "Warning, Content-Location, Content-Type"
+
+
+def cut_short(request: web.Request, error: BaseException) -> None:
+    """An error after the status line was sent: too late for a status, so the connection is
+    closed and the client sees an incomplete answer (never a truncated one that looks whole)."""
+    log.warning("%s %s: answer cut short: %s: %s", request.method, request.path[:200],
+                type(error).__name__, error)  # fmt: skip
+    if request.transport is not None:
+        request.transport.close()

@@ -36,7 +36,7 @@ from pydicom.encaps import get_frame
 
 from dicomnet.archive.index import InstanceRecord
 from dicomnet.archive.metadata import Fragment
-from dicomnet.web.common import HTTPProblem, archive_of, decorate
+from dicomnet.web.common import HTTPProblem, archive_of, cut_short, decorate
 from dicomnet.web.media import (
     EXPLICIT_VR_LE,
     MediaRange,
@@ -261,10 +261,14 @@ async def _send_frames(
     decorate(request, response)
     first = await asyncio.to_thread(frame, numbers[0])  # errors before the status is sent
     await response.prepare(request)
-    for n, number in enumerate(numbers):
-        data = first if n == 0 else await asyncio.to_thread(frame, number)
-        await response.write(part_header(boundary, content_type, first=n == 0) + data)
-    await response.write(closing(boundary))
+    try:
+        for n, number in enumerate(numbers):
+            data = first if n == 0 else await asyncio.to_thread(frame, number)
+            await response.write(part_header(boundary, content_type, first=n == 0) + data)
+        await response.write(closing(boundary))
+    except Exception as exc:  # the status is sent: close rather than look complete
+        cut_short(request, exc)
+        return response
     await response.write_eof()
     return response
 
@@ -343,15 +347,19 @@ async def _send_bytes(
     response = web.StreamResponse(headers={"Content-Type": content_type})
     decorate(request, response)
     await response.prepare(request)
-    if multipart:
-        await response.write(part_header(boundary, "application/octet-stream", first=True))
-    if data is not None:
-        await response.write(data)
-    elif path is not None:
-        async for chunk in read_chunks(path, offset, length):
-            await response.write(chunk)
-    if multipart:
-        await response.write(closing(boundary))
+    try:
+        if multipart:
+            await response.write(part_header(boundary, "application/octet-stream", first=True))
+        if data is not None:
+            await response.write(data)
+        elif path is not None:
+            async for chunk in read_chunks(path, offset, length):
+                await response.write(chunk)
+        if multipart:
+            await response.write(closing(boundary))
+    except Exception as exc:  # the status is sent: close rather than look complete
+        cut_short(request, exc)
+        return response
     await response.write_eof()
     return response
 

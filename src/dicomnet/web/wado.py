@@ -35,6 +35,7 @@ from dicomnet.web.common import (
     HTTPProblem,
     archive_of,
     base_url,
+    cut_short,
     decorate,
     json_response,
     path_uid,
@@ -205,11 +206,8 @@ async def _retrieve(request: web.Request, depth: int) -> web.StreamResponse:
                 await response.write(data)
         if not single:
             await response.write(closing(boundary))
-    except (OSError, ValueError) as exc:
-        # Too late for a status: cut the answer short so the client sees it incomplete.
-        log.warning("%s: answer cut short: %s", request.path, exc)
-        if request.transport is not None:
-            request.transport.close()
+    except Exception as exc:  # the status is sent: close rather than look complete
+        cut_short(request, exc)
         return response
     await response.write_eof()
     log.info("%s: sent %d instance(s)", request.path, len(planned))

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from dicomnet.archive.index import InstanceRecord
 from dicomnet.uids import is_valid_uid
-from dicomnet.web.common import HTTPProblem, archive_of, query_pairs
+from dicomnet.web.common import HTTPProblem, archive_of, cut_short, decorate, query_pairs
 from dicomnet.web.media import EXPLICIT_VR_LE, parse_media_type
 from dicomnet.web.render import RenderOptions, rendered_response
 from dicomnet.web.transcode import can_convert, convert_file
@@ -108,9 +108,14 @@ async def _instance(
         data = await asyncio.to_thread(convert_file, path, stored, target)
         return web.Response(body=data, headers=headers)
     response = web.StreamResponse(headers=headers)
+    decorate(request, response)
     await response.prepare(request)
-    async for chunk in read_chunks(path):
-        await response.write(chunk)
+    try:
+        async for chunk in read_chunks(path):
+            await response.write(chunk)
+    except Exception as exc:  # the status is sent: close rather than look complete
+        cut_short(request, exc)
+        return response
     await response.write_eof()
     return response
 
