@@ -343,3 +343,23 @@ async def test_client_that_disconnects_leaves_nothing(store_root: Path) -> None:
             assert response.status == 200
     finally:
         index.close()
+
+
+async def test_deflate_bomb_is_refused(store_root: Path, monkeypatch: Any) -> None:
+    from pydicom.data import get_testdata_file
+
+    from dicomnet.web import stow
+
+    data = Path(get_testdata_file("image_dfl.dcm")).read_bytes()
+    index = SQLiteIndex(store_root / INDEX_NAME)
+    try:
+        async with web_client(store_root, index, WebConfig(fsync=False)) as client:
+            monkeypatch.setattr(stow, "MAX_INFLATED", 10_000)  # the file inflates to ~260 KB
+            response = await post(client, body_of([data]), status=409)
+            answer = await response.json(content_type=None)
+            assert answer["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
+            monkeypatch.setattr(stow, "MAX_INFLATED", 256 << 20)
+            await post(client, body_of([data]), status=200)
+            assert leftovers(store_root) == []
+    finally:
+        index.close()

@@ -28,6 +28,7 @@ import asyncio
 import logging
 import os
 import secrets
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -74,6 +75,9 @@ FAILURE_STUDY_MISMATCH = 43265
 FAILURE_MEDIA_TYPE = 0xC122
 _CHUNK = 1 << 18
 _PREAMBLE = 128
+DEFLATED = "1.2.840.10008.1.2.1.99"
+#: The most a deflated instance may inflate to (pydicom holds it in memory).
+MAX_INFLATED = 256 << 20
 
 
 @dataclass(slots=True)
@@ -181,7 +185,9 @@ class _Stager:
         assert part.temp is not None
         try:
             try:
-                read_file_info(part.temp)
+                info = read_file_info(part.temp)
+                if info.transfer_syntax == DEFLATED:
+                    _check_inflated_size(part.temp, info.offset)
             except NotDicomError:
                 self._rewrite_meta(part)  # no group length or UIDs: write a proper one
             fragment, ds = read_instance(part.temp)
@@ -286,6 +292,26 @@ class _Stager:
                 archive.store.put_many(fragments)
             except Exception as exc:  # a cache: it is filled again on first use
                 log.warning("STOW: metadata not cached: %s", exc)
+
+
+def _check_inflated_size(path: Path, offset: int) -> None:
+    """A deflated data set (PS3.5 §A.5) is inflated whole by pydicom: refuse one that would
+    grow past ``MAX_INFLATED`` bytes (a deflate bomb) before pydicom sees it."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while not inflater.eof and (chunk := f.read(_CHUNK)):
+            data = inflater.decompress(chunk, _CHUNK)
+            while True:
+                total += len(data)
+                if total > MAX_INFLATED:
+                    raise ValueError(f"the deflated data set inflates past {MAX_INFLATED} bytes")
+                if inflater.eof or not inflater.unconsumed_tail:
+                    break
+                if not data:  # input left but no progress: never loop on it
+                    raise ValueError("the deflated data set does not inflate")
+                data = inflater.decompress(inflater.unconsumed_tail, _CHUNK)
 
 
 def _moved(fragment: Fragment, part: _Part) -> Fragment:
