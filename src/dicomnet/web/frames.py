@@ -36,7 +36,7 @@ from pydicom.encaps import get_frame
 
 from dicomnet.archive.index import InstanceRecord
 from dicomnet.archive.metadata import Fragment
-from dicomnet.web.common import HTTPProblem, archive_of, cut_short, decorate
+from dicomnet.web.common import HTTPProblem, archive_of, cut_short, decorate, path_uid
 from dicomnet.web.media import (
     EXPLICIT_VR_LE,
     MediaRange,
@@ -49,7 +49,7 @@ from dicomnet.web.media import (
 )
 from dicomnet.web.multipart import closing, new_boundary, part_header
 from dicomnet.web.transcode import UNCOMPRESSED, codec
-from dicomnet.web.wado import accept_of, read_chunks, records_of
+from dicomnet.web.wado import accept_of, read_chunks
 
 __all__ = ["add_routes", "read_frame"]
 
@@ -202,12 +202,27 @@ def _extended_offsets(path: Path, fragment: Fragment) -> tuple[bytes, bytes] | N
 
 
 async def _instance(request: web.Request) -> tuple[InstanceRecord, Path, Fragment]:
+    """The instance the path names, its file and its cached metadata (one worker hop)."""
     archive = archive_of(request)
-    [record] = (await records_of(request, 3))[:1]
-    path = archive.root / record.path
-    if archive.store is None:
+    store = archive.store
+    if store is None:
         raise HTTPProblem(503, "this server has no metadata store")
-    fragment = await asyncio.to_thread(archive.store.get, record.sop_instance_uid, path)
+    query = {
+        "StudyInstanceUID": ("UI", path_uid(request, "study")),
+        "SeriesInstanceUID": ("UI", path_uid(request, "series")),
+        "SOPInstanceUID": ("UI", path_uid(request, "instance")),
+    }
+    await archive.ready()
+
+    def find() -> tuple[InstanceRecord, Path, Fragment | None]:
+        records = archive.index.instances("IMAGE", query, model="STUDY", relational=True)
+        record = next(iter(records), None)
+        if record is None:
+            raise HTTPProblem(404, "no such instance in this archive")
+        path = archive.root / record.path
+        return record, path, store.get(record.sop_instance_uid, path)
+
+    record, path, fragment = await asyncio.to_thread(find)
     if fragment is None:
         raise HTTPProblem(404, "the file of this instance is missing or unreadable")
     return record, path, fragment
@@ -264,7 +279,8 @@ async def _send_frames(
     try:
         for n, number in enumerate(numbers):
             data = first if n == 0 else await asyncio.to_thread(frame, number)
-            await response.write(part_header(boundary, content_type, first=n == 0) + data)
+            await response.write(part_header(boundary, content_type, first=n == 0))
+            await response.write(data)
         await response.write(closing(boundary))
     except Exception as exc:  # the status is sent: close rather than look complete
         cut_short(request, exc)

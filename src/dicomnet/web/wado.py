@@ -89,13 +89,27 @@ async def read_chunks(
 ) -> AsyncIterator[bytes]:
     """The bytes of ``path`` from ``start`` (``length`` of them, or to the end) in chunks read
     in a worker thread."""
-    fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
+
+    def open_and_read(size: int) -> tuple[int, bytes]:
+        # one worker-thread hop for the open and the first chunk (most files are one chunk)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return fd, os.pread(fd, size, start)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    first_size = CHUNK if length is None else min(CHUNK, length)
+    fd, data = await asyncio.to_thread(open_and_read, first_size)
     try:
         position = start
         remaining = length
+        first = True
         while remaining is None or remaining > 0:
             size = CHUNK if remaining is None else min(CHUNK, remaining)
-            data = await asyncio.to_thread(os.pread, fd, size, position)
+            if not first:
+                data = await asyncio.to_thread(os.pread, fd, size, position)
+            first = False
             if not data:
                 if remaining:
                     raise OSError(f"{path} ended {remaining} bytes early")
