@@ -201,12 +201,17 @@ def _take(iterator: Iterator[dict[str, object]], n: int) -> list[dict[str, objec
 def _counts(
     remaining: int | None, completed: int, failed: int, warning: int
 ) -> dict[str, int | None]:
+    """The sub-operation counts of a C-MOVE/C-GET response. They are US (PS3.7 §E.1): a
+    retrieve of more than 65,535 instances reports 65,535 rather than no response at all."""
     return {
-        "number_of_remaining_suboperations": remaining,
-        "number_of_completed_suboperations": completed,
-        "number_of_failed_suboperations": failed,
-        "number_of_warning_suboperations": warning,
+        "number_of_remaining_suboperations": None if remaining is None else min(remaining, _US),
+        "number_of_completed_suboperations": min(completed, _US),
+        "number_of_failed_suboperations": min(failed, _US),
+        "number_of_warning_suboperations": min(warning, _US),
     }
+
+
+_US = 0xFFFF  # the largest US value
 
 
 def _failed_list(uids: Sequence[str]) -> Dataset | None:
