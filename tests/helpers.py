@@ -8,6 +8,7 @@ Peers (DCMTK tools, pynetdicom) are optional on a developer's machine: a test th
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -56,6 +57,14 @@ def require_pynetdicom() -> None:
         import pynetdicom  # noqa: F401
     except ImportError:
         _missing("peer missing: pynetdicom is not installed (pip install pynetdicom)")
+
+
+def echo_statuses(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The status of every "Received Echo Response (<status>)" line of ``echoscu -v``, in order.
+
+    echoscu exits with 0 whatever status the C-ECHO-RSP carries, so a test that cares about the
+    answer counts these lines instead of trusting the exit status."""
+    return re.findall(r"Received Echo Response \(([^)]*)\)", result.stdout + result.stderr)
 
 
 def dcmtk_env() -> dict[str, str]:

@@ -390,7 +390,7 @@ class RequestDispatcher:
             result = Response(Status.UNRECOGNIZED_OPERATION, error_comment=f"{name} is not offered")
         else:
             try:
-                request = ReceivedN(self.info, item.context, message, raw=raw)
+                request = ReceivedN(self.info, item.context, as_message(message), raw=raw)
                 result = await _call(handler, request, self.dimse_timeout)
             except Exception as exc:
                 log.exception("[%s] %s failed", self.info, name)

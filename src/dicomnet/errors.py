@@ -2,7 +2,9 @@
 
 Protocol errors say whose fault it was (h11's split): ``RemoteProtocolError`` when the peer sent
 something invalid (answered with an A-ABORT), ``LocalProtocolError`` when our own code asked for
-something the protocol does not allow.
+something the protocol does not allow. This module imports nothing from dicomnet: every layer,
+``pdu`` included, imports it (so the A-ASSOCIATE-RJ wording lives here, with the exception that
+carries it).
 """
 
 from __future__ import annotations
@@ -60,12 +62,37 @@ class DIMSEError(DicomNetError):
         return value if isinstance(value, int) else None
 
 
+# A-ASSOCIATE-RJ source and reason values (PS3.8 Table 9-21); a reason means something only
+# together with its source.
+_REJECT_REASONS: dict[tuple[int, int], str] = {
+    (1, 1): "no reason given",
+    (1, 2): "application context name not supported",
+    (1, 3): "calling AE title not recognized",
+    (1, 7): "called AE title not recognized",
+    (2, 1): "no reason given",
+    (2, 2): "protocol version not supported",
+    (3, 1): "temporary congestion",
+    (3, 2): "local limit exceeded",
+}
+_REJECT_SOURCES = {
+    1: "the service user",
+    2: "the service provider (ACSE)",
+    3: "the service provider (presentation)",
+}
+
+
+def reject_description(result: int, source: int, reason: int) -> str:
+    """A human sentence for an A-ASSOCIATE-RJ (PS3.8 Table 9-21)."""
+    kind = {1: "permanent", 2: "transient"}.get(result, f"result {result}")
+    who = _REJECT_SOURCES.get(source, f"source {source}")
+    why = _REJECT_REASONS.get((source, reason), f"reason {reason}")
+    return f"rejected ({kind}) by {who}: {why}"
+
+
 class AssociationRejected(DicomNetError):
     """The peer answered A-ASSOCIATE-RJ (PS3.8 §9.3.4)."""
 
     def __init__(self, result: int, source: int, reason: int) -> None:
-        from dicomnet.pdu import reject_description
-
         super().__init__(reject_description(result, source, reason))
         self.result = result
         self.source = source

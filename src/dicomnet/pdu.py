@@ -16,6 +16,9 @@ from enum import IntEnum
 
 from dicomnet.errors import PDUError
 
+# reject_description moved to errors.py (it ended an errors <-> pdu import cycle); re-exported.
+from dicomnet.errors import reject_description as reject_description
+
 
 class PDUType(IntEnum):
     """PS3.8 Table 9-1 (PDU types)."""
@@ -385,30 +388,6 @@ _ITEM = struct.Struct(">BBH")  # item type, reserved, item length
 _PDATA_HEADER = struct.Struct(">BBIIBB")  # PDU header + PDV item length + context ID + MCH
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
-
-_REJECT_REASONS: dict[tuple[int, int], str] = {
-    (1, 1): "no reason given",
-    (1, 2): "application context name not supported",
-    (1, 3): "calling AE title not recognized",
-    (1, 7): "called AE title not recognized",
-    (2, 1): "no reason given",
-    (2, 2): "protocol version not supported",
-    (3, 1): "temporary congestion",
-    (3, 2): "local limit exceeded",
-}
-_REJECT_SOURCES = {
-    1: "the service user",
-    2: "the service provider (ACSE)",
-    3: "the service provider (presentation)",
-}
-
-
-def reject_description(result: int, source: int, reason: int) -> str:
-    """A human sentence for an A-ASSOCIATE-RJ (PS3.8 Table 9-21)."""
-    kind = {1: "permanent", 2: "transient"}.get(result, f"result {result}")
-    who = _REJECT_SOURCES.get(source, f"source {source}")
-    why = _REJECT_REASONS.get((source, reason), f"reason {reason}")
-    return f"rejected ({kind}) by {who}: {why}"
 
 
 def _ae(title: str) -> bytes:

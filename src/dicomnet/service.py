@@ -35,7 +35,7 @@ from pydicom import Dataset, dcmread
 from pydicom.datadict import tag_for_keyword
 
 from dicomnet.dataset import decode_dataset, scan_attributes
-from dicomnet.dimse.commands import CFindRQ, CGetRQ, CMoveRQ, CStoreRQ, RequestMessage
+from dicomnet.dimse.commands import CFindRQ, CGetRQ, CMoveRQ, CStoreRQ, Message, RequestMessage
 from dicomnet.dimse.status import Status
 from dicomnet.negotiation import (
     AssociationDecision,
@@ -87,11 +87,13 @@ class DimseRequest:
 
     association: AssociationInfo
     context: NegotiatedContext
-    message: RequestMessage
+    message: Message
 
     @property
     def message_id(self) -> int:
-        return self.message.message_id
+        message = self.message
+        assert isinstance(message, RequestMessage)
+        return message.message_id
 
     @property
     def transfer_syntax(self) -> str:

@@ -18,8 +18,6 @@ from pydicom import dcmread
 from tests.cli.conftest import DICOMNET, IN_SUBFOLDER, Mixed, Serve, dataset_bytes, dicomnet
 from tests.interop.conftest import DcmtkStorescp
 
-pytestmark = pytest.mark.interop
-
 DEFLATED = "1.2.840.10008.1.2.1.99"
 SUMMARY = re.compile(
     r"sent (\d+) of (\d+) files \([\d.]+ MB\) in [\d.]+ s \([\d.]+ files/s, [\d.]+ MB/s\); "
@@ -38,6 +36,7 @@ def summary(stdout: str) -> tuple[int, int, int, int, int]:
 # --- against DCMTK storescp -----------------------------------------------------------------------
 
 
+@pytest.mark.interop
 def test_echo_against_storescp(dcmtk_storescp: Callable[..., DcmtkStorescp]) -> None:
     scp = dcmtk_storescp()
     result = dicomnet("echo", "127.0.0.1", str(scp.port), "--aec", "STORESCP", "--count", "3")
@@ -51,6 +50,7 @@ def test_echo_against_storescp(dcmtk_storescp: Callable[..., DcmtkStorescp]) -> 
     assert "3 echoes in" in result.stdout and "0 failed" in result.stdout
 
 
+@pytest.mark.interop
 def test_store_mixed_folder_into_storescp(
     dcmtk_storescp: Callable[..., DcmtkStorescp], mixed: Mixed
 ) -> None:
@@ -72,6 +72,7 @@ def test_store_mixed_folder_into_storescp(
             assert info.sop_instance_uid in received, name
 
 
+@pytest.mark.interop
 def test_store_fails_when_the_peer_refuses_the_transfer_syntaxes(
     dcmtk_storescp: Callable[..., DcmtkStorescp], mixed: Mixed
 ) -> None:

@@ -6,6 +6,7 @@ is left), and ``--help`` of every command."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import socket
 import struct
@@ -19,7 +20,15 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
 
 from tests.cli.conftest import DICOMNET, Mixed, Serve, dataset_bytes, dicomnet
-from tests.helpers import REQUIRE_PEERS, dcmtk_env, free_port, require_tool, run, write_ct
+from tests.helpers import (
+    REQUIRE_PEERS,
+    dcmtk_env,
+    echo_statuses,
+    free_port,
+    require_tool,
+    run,
+    write_ct,
+)
 from tests.robustness.conftest import (
     CT_IMAGE_STORAGE,
     EXPLICIT_VR_LE,
@@ -32,8 +41,6 @@ from tests.robustness.conftest import (
     presentation_context,
     release_rq,
 )
-
-pytestmark = pytest.mark.interop
 
 
 def wait_for_log(server: Serve, text: str, timeout: float = 20) -> None:
@@ -61,12 +68,14 @@ def _elements(path: Path) -> Dataset:
 # --- DCMTK tools into dicomnet serve --------------------------------------------------------------
 
 
+@pytest.mark.interop
 def test_echoscu_and_storescu_into_serve(serve: Callable[..., Serve], mixed: Mixed) -> None:
     echoscu = require_tool("echoscu")
     storescu = require_tool("storescu")
     server = serve()
-    result = run([echoscu, "-aec", "DICOMNET", "127.0.0.1", str(server.port)])
+    result = run([echoscu, "-v", "-aec", "DICOMNET", "127.0.0.1", str(server.port)])
     assert result.returncode == 0, result.stderr
+    assert echo_statuses(result) == ["Success"], result.stdout + result.stderr
     # storescu proposes uncompressed syntaxes unless told which compressed one to add (-xr: RLE).
     plain = ["CT_small.dcm", "ExplVR_BigEnd.dcm", "reportsi.dcm", "rtplan.dcm"]
     calls = [([], plain), (["-xr"], ["MR_small_RLE.dcm"])]
@@ -87,6 +96,7 @@ def test_echoscu_and_storescu_into_serve(serve: Callable[..., Serve], mixed: Mix
     assert "STORESCU->DICOMNET" in server.log
 
 
+@pytest.mark.interop
 def test_storescu_with_an_unknown_calling_ae_is_rejected(
     serve: Callable[..., Serve], mixed: Mixed
 ) -> None:
@@ -103,6 +113,7 @@ def test_storescu_with_an_unknown_calling_ae_is_rejected(
     assert len(server.stored()) == 1
 
 
+@pytest.mark.interop
 def test_two_storescu_at_once_both_land_completely(
     serve: Callable[..., Serve], tmp_path: Path
 ) -> None:
@@ -238,6 +249,106 @@ async def test_second_signal_aborts_at_once(serve: Callable[..., Serve]) -> None
     assert server.wait(30) == 0
     assert "second signal: aborting" in server.log
     assert server.stored() == [] and server.temporary_files() == []
+
+
+# --- a crash, and two servers on one storage --------------------------------------------------------
+
+
+def _partial_files(storage: Path) -> list[Path]:
+    """Temporary files with data in them (the pools' pre-created files are empty)."""
+    return [p for p in storage.rglob("*.part") if p.stat().st_size > 0]
+
+
+async def test_a_restart_removes_what_a_killed_server_left(serve: Callable[..., Serve]) -> None:
+    """kill -9 in the middle of a transfer leaves the half-received file; the next start on the
+    same storage removes it (and its folder) before it listens."""
+    server = serve()
+    peer = await _start_transfer(server, _big_dataset())
+    try:
+        (part,) = _partial_files(server.storage)
+        server.send(signal.SIGKILL)
+        assert server.wait(30) == -signal.SIGKILL
+    finally:
+        await peer.aclose()
+    assert part.exists() and part.stat().st_size > 128 << 10  # a crash cannot clean up
+    restarted = serve(storage=server.storage)
+    assert _partial_files(server.storage) == []
+    assert not part.parent.exists()
+    assert restarted.stop() == 0
+    assert restarted.temporary_files() == []
+
+
+async def test_two_servers_on_one_storage_keep_each_others_files(
+    serve: Callable[..., Serve],
+) -> None:
+    """A second server's start and stop on the same storage leave the first one's transfer
+    alone: it completes, byte for byte."""
+    first = serve("--shutdown-timeout", "30")
+    data = _big_dataset()
+    peer = await _start_transfer(first, data)
+    try:
+        (part,) = _partial_files(first.storage)
+        second = serve(storage=first.storage)  # its start cleans up what nobody owns
+        assert part.exists()
+        assert second.stop() == 0  # and so does its stop
+        assert part.exists()
+        for pdu in _fragments(data[len(data) // 2 :], last=True):
+            await peer.send(pdu)
+        rsp = await peer.read_message()
+        assert struct.unpack("<H", rsp[0x00000900])[0] == 0x0000  # Success
+        await peer.send(release_rq())
+        assert (await peer.read_pdu()).type == 0x06  # A-RELEASE-RP
+    finally:
+        await peer.aclose()
+    assert first.stop() == 0
+    (path,) = first.stored()
+    assert dataset_bytes(path) == data
+    assert first.temporary_files() == []
+
+
+# --- asynchronous operations -----------------------------------------------------------------------
+
+WINDOW = re.compile(r"asynchronous operations window (\d+|unlimited)")
+
+
+@pytest.mark.parametrize(
+    ("serve_args", "config", "store_ops", "window"),
+    [
+        ((), None, "16", "8"),  # the default grants 8
+        (("--async-ops", "8"), None, "8", "8"),
+        ((), "async-ops = 3", "8", "3"),  # the TOML key
+        ((), None, "1", "1"),  # no window proposed: one at a time (PS3.7 D.3.3.3)
+    ],
+)
+def test_store_async_ops_pipelines_into_serve(
+    serve: Callable[..., Serve],
+    tmp_path: Path,
+    mixed: Mixed,
+    serve_args: tuple[str, ...],
+    config: str | None,
+    store_ops: str,
+    window: str,
+) -> None:
+    if config is not None:
+        port, storage = free_port(), tmp_path / "configured"
+        path = tmp_path / "dicomnet.toml"
+        path.write_text(f'[serve]\nport = {port}\nstorage = "{storage}"\n{config}\n')
+        server = serve("--config", str(path), port=port, storage=storage)
+    else:
+        server = serve(*serve_args)
+    result = dicomnet(
+        "store",
+        "127.0.0.1",
+        str(server.port),
+        str(mixed.folder),
+        "-r",
+        "--async-ops",
+        store_ops,
+        "-v",
+    )
+    assert result.returncode == 0, result.stderr
+    assert WINDOW.findall(result.stderr) == [window]
+    assert len(server.stored()) == len(mixed.files)
 
 
 # --- configuration and defaults --------------------------------------------------------------------
@@ -387,6 +498,7 @@ def test_python_dash_m_dicomnet() -> None:
 # --- several processes on one port ----------------------------------------------------------------
 
 
+@pytest.mark.interop
 def test_workers_share_the_port_and_stop_together(
     serve: Callable[..., Serve], tmp_path: Path
 ) -> None:
@@ -397,7 +509,13 @@ def test_workers_share_the_port_and_stop_together(
     storescu = require_tool("storescu")
     findscu = require_tool("findscu")
     server = serve("--workers", "2")
-    workers = psutil.Process(server.proc.pid).children()
+    # The parent binds, then forks: the port can answer before the worker exists.
+    workers: list[psutil.Process] = []
+    deadline = time.monotonic() + 10
+    while not workers and time.monotonic() < deadline:
+        workers = psutil.Process(server.proc.pid).children()
+        if not workers:
+            time.sleep(0.05)
     assert len(workers) == 1  # the parent serves too
     folders = [tmp_path / f"in{n}" for n in range(4)]
     sent: dict[str, bytes] = {}
@@ -439,7 +557,8 @@ def test_workers_share_the_port_and_stop_together(
 
 def _value(line: str) -> str:
     """The value of a findscu -v dump line: ``(0020,000d) UI [1.2.3]  # ...`` gives ``1.2.3``."""
-    return line.split("[", 1)[1].split("]", 1)[0]
+    # A UI value of odd length is padded with NUL (PS3.5 §6.2); findscu shows the pad.
+    return line.split("[", 1)[1].split("]", 1)[0].rstrip("\x00 ")
 
 
 def _index_rows_and_state(storage: Path) -> tuple[int, str | None]:

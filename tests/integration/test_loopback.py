@@ -192,3 +192,27 @@ async def test_the_handler_may_set_its_own_window() -> None:
         _elapsed, window, statuses = await _store_eight(server.port)
     assert window == 2
     assert statuses == [Status.SUCCESS] * 8
+
+
+@pytest.mark.slow
+async def test_message_ids_cycle_past_65535_on_one_association(tmp_path: Path) -> None:
+    """66,000 C-ECHOs on one association: Message ID is a US (PS3.7 §9.1.1.1, §E.1), so the
+    client's IDs go 1..65535 and start again at 1 instead of reaching 65,536 or beyond, which
+    cannot be encoded. The asynchronous operations window (64) keeps it quick."""
+    count = 66_000
+    factory = StorageService.factory(tmp_path, fsync=False, max_operations_performed=64)
+    async with DicomServer(factory, "127.0.0.1", 0) as server:
+        async with DicomClient("127.0.0.1", server.port, "SCU", "DICOMNET") as client:
+            client.negotiate_async_ops(64)
+            requests = [dicomnet.CEchoRequest() for _ in range(count)]
+            for request in requests:
+                await client.add_request(request)
+            await client.send()
+            negotiated = client.negotiated
+            assert negotiated is not None and negotiated.max_operations_invoked == 64
+            assert await client.c_echo() == Status.SUCCESS
+            assert client.negotiated is negotiated  # still the first association
+    assert [r.error for r in requests if r.error is not None] == []
+    assert all(r.status == Status.SUCCESS for r in requests)
+    # With 64 outstanding at most, no ID is in use when its turn comes again.
+    assert [r.message_id for r in requests] == [i % 65535 + 1 for i in range(count)]

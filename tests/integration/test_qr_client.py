@@ -1,11 +1,12 @@
 """The query/retrieve client (PS3.4 §C.4) over loopback against small in-test services: C-FIND
 matches, C-MOVE/C-GET progress, failure statuses as exceptions, C-CANCEL by ``cancel()`` and
-``aclose()``, and the identifiers built from keyword/tag mappings."""
+``aclose()``. The identifiers built from keyword/tag mappings are tested without a network in
+tests/unit/test_query.py."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -19,14 +20,10 @@ from dicomnet.client import (
     CGetError,
     CMoveError,
     RetrieveProgress,
-    build_query,
-    get_storage_contexts,
-    parse_keys,
-    parse_tag,
-    resolve_model,
 )
 from dicomnet.errors import AssociationAborted
 from dicomnet.negotiation import AssociationDecision, AssociationRequest
+from dicomnet.service import CStoreRequest as ReceivedCStore
 from dicomnet.service import (
     ReceivedCFind,
     ReceivedCGet,
@@ -172,93 +169,6 @@ class GetSCP(Service):
         yield Response(Status.SUCCESS, extra=_counts(None, done, len(self.files) - done))
 
 
-# -- identifiers, models, keys (no network) ---------------------------------------------------------
-
-
-def test_build_query_from_keywords_and_tags() -> None:
-    ds = build_query(
-        {
-            "PatientName": "SMITH*",
-            "0008,0020": "20240101-",
-            "(0020,000D)": None,
-            "ModalitiesInStudy": ["CT", "MR"],
-            "StudyTime": "",
-            "00080061": "CT\\MR",
-        },
-        level="study",
-    )
-    assert ds.QueryRetrieveLevel == "STUDY"
-    assert ds.PatientName == "SMITH*"
-    assert ds.StudyDate == "20240101-"
-    assert ds["StudyInstanceUID"].VR == "UI" and ds["StudyInstanceUID"].value in (None, "")
-    assert ds["StudyTime"].value in (None, "")
-    assert list(ds.ModalitiesInStudy) == ["CT", "MR"]
-
-
-def test_build_query_keeps_a_datasets_level_and_defaults_to_study() -> None:
-    q = Dataset()
-    q.QueryRetrieveLevel = "SERIES"
-    q.SeriesInstanceUID = ""
-    assert build_query(q).QueryRetrieveLevel == "SERIES"
-    assert build_query(q, "image").QueryRetrieveLevel == "IMAGE"
-    assert q.QueryRetrieveLevel == "SERIES"  # the caller's data set is not changed
-    assert build_query({"PatientID": "P1"}).QueryRetrieveLevel == "STUDY"
-    assert build_query(None, "INSTANCE").QueryRetrieveLevel == "IMAGE"
-
-
-def test_build_query_sequences_and_numbers() -> None:
-    ds = build_query(
-        {"ReferencedStudySequence": {"ReferencedSOPInstanceUID": "1.2"}, "Rows": "512"}
-    )
-    assert ds.ReferencedStudySequence[0].ReferencedSOPInstanceUID == "1.2"
-    assert ds.Rows == 512
-    assert len(build_query({"ReferencedStudySequence": None}).ReferencedStudySequence) == 0
-
-
-@pytest.mark.parametrize("bad", ["NotAKeyword", "0010", "zzzz,0010", ""])
-def test_unknown_keys_are_refused(bad: str) -> None:
-    with pytest.raises(ValueError):
-        build_query({bad: "x"})
-
-
-def test_bad_level_is_refused() -> None:
-    with pytest.raises(ValueError, match="level"):
-        build_query({}, "FRAME")
-
-
-def test_parse_keys() -> None:
-    keys = parse_keys(["PatientName=SMITH*", "StudyDate", "0020,000D=", "AccessionNumber=A=B"])
-    assert keys == {
-        "PatientName": "SMITH*",
-        "StudyDate": None,
-        "0020,000D": "",
-        "AccessionNumber": "A=B",
-    }
-    with pytest.raises(ValueError):
-        parse_keys(["=x"])
-    assert parse_tag("(0010,0020)") == 0x00100020
-    assert parse_tag("PatientID") == 0x00100020
-
-
-def test_resolve_model() -> None:
-    assert resolve_model("study", "find") == "1.2.840.10008.5.1.4.1.2.2.1"
-    assert resolve_model("P", "move") == "1.2.840.10008.5.1.4.1.2.1.2"
-    assert resolve_model("patient", "get") == "1.2.840.10008.5.1.4.1.2.1.3"
-    # A FIND UID asked for a C-MOVE gives the same model's MOVE UID.
-    assert resolve_model("1.2.840.10008.5.1.4.1.2.2.1", "move") == "1.2.840.10008.5.1.4.1.2.2.2"
-    assert resolve_model("1.2.3.4", "find") == "1.2.3.4"
-    with pytest.raises(ValueError):
-        resolve_model("worklist", "find")
-
-
-def test_default_get_contexts_fit_in_one_association() -> None:
-    contexts = get_storage_contexts()
-    assert len(contexts) < 128
-    assert all(ctx.scp_role is True and ctx.scu_role is False for ctx in contexts)
-    ct = [ctx for ctx in contexts if ctx.abstract_syntax == CTImageStorage]
-    assert len(ct) == 2  # uncompressed, and compressed
-
-
 # -- over loopback ---------------------------------------------------------------------------------
 
 
@@ -388,6 +298,41 @@ async def test_c_get_into_a_folder(tmp_path: Path) -> None:
         assert got.PixelData == ds.PixelData and got.StudyInstanceUID == "1.2.9"
         assert got.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
     assert info.value.status == 0xC000
+
+
+async def test_each_c_get_keeps_its_own_store_and_temp_folder(tmp_path: Path) -> None:
+    """A C-GET's handler and temporary folder belong to that C-GET (found among the outstanding
+    requests), not to the client: a later C-GET without ``temp_dir`` uses the client's."""
+    files = [tmp_path / "src" / f"{i}.dcm" for i in range(2)]
+    for p in files:
+        write_ct(p, rows=8, columns=8, study_uid="1.2.9")
+    GetSCP.files, GetSCP.roles = files, []
+    seen: dict[str, list[Path]] = {"first": [], "second": []}
+
+    def recorder(name: str) -> Callable[[object], Awaitable[int]]:
+        async def store(request: object) -> int:
+            assert isinstance(request, ReceivedCStore)
+            seen[name].append(request.path)
+            return Status.SUCCESS
+
+        return store
+
+    first_temp, client_temp = tmp_path / "first", tmp_path / "client"
+    first_temp.mkdir()
+    client_temp.mkdir()
+    async with DicomServer(GetSCP, port=0) as server:
+        async with DicomClient("127.0.0.1", server.port) as client:
+            client.temp_dir = client_temp
+            query = {"StudyInstanceUID": "1.2.9"}
+            async for _ in client.c_get(query, recorder("first"), temp_dir=first_temp):
+                pass
+            async for _ in client.c_get(query, recorder("second")):
+                pass
+            assert client.temp_dir == client_temp
+    assert len(seen["first"]) == len(seen["second"]) == 2
+    # The temporary files are in the folder or a subfolder of it (sinks.TempFilePool).
+    assert all(path.is_relative_to(first_temp) for path in seen["first"])
+    assert all(path.is_relative_to(client_temp) for path in seen["second"])
 
 
 async def test_c_get_needs_one_destination(tmp_path: Path) -> None:

@@ -13,7 +13,15 @@ from pydicom.data import get_testdata_file
 
 from dicomnet import DicomClient, Status
 from dicomnet.services.storage import StorageService
-from tests.helpers import dcmtk_env, free_port, require_tool, run, wait_for_port, write_ct
+from tests.helpers import (
+    dcmtk_env,
+    echo_statuses,
+    free_port,
+    require_tool,
+    run,
+    wait_for_port,
+    write_ct,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -37,14 +45,16 @@ def test_echoscu_against_dicomnet(threaded_server, tmp_path: Path) -> None:  # t
     server = threaded_server(StorageService.factory(tmp_path, fsync=False))
     result = run([exe, "-v", "-aec", "DICOMNET", "127.0.0.1", str(server.port)])
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Received Echo Response (Success)" in result.stdout + result.stderr
+    assert echo_statuses(result) == ["Success"], result.stdout + result.stderr
 
 
 def test_echoscu_repeat(threaded_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     exe = require_tool("echoscu")
     server = threaded_server(StorageService.factory(tmp_path, fsync=False))
-    result = run([exe, "--repeat", "50", "127.0.0.1", str(server.port)])
+    result = run([exe, "-v", "--repeat", "50", "127.0.0.1", str(server.port)])
     assert result.returncode == 0, result.stdout + result.stderr
+    # echoscu's exit status does not reflect the C-ECHO status: count the answers.
+    assert echo_statuses(result) == ["Success"] * 50, result.stdout + result.stderr
 
 
 def test_storescu_into_dicomnet(threaded_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -119,8 +129,9 @@ def test_seed_example_scp_with_dcmtk(tmp_path: Path) -> None:
         wrong = run([echoscu, "-aec", "OTHER", "127.0.0.1", str(port)])
         assert wrong.returncode != 0
         assert "Called AE Title Not Recognized" in wrong.stdout + wrong.stderr
-        ok = run([echoscu, "-aec", "STORESCP", "127.0.0.1", str(port)])
+        ok = run([echoscu, "-v", "-aec", "STORESCP", "127.0.0.1", str(port)])
         assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert echo_statuses(ok) == ["Success"], ok.stdout + ok.stderr
         ds = write_ct(tmp_path / "in" / "a.dcm")
         sent = run(
             [storescu, "-aec", "STORESCP", "127.0.0.1", str(port), str(tmp_path / "in" / "a.dcm")]

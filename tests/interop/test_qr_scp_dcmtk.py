@@ -96,7 +96,7 @@ def responses(output: str) -> list[dict[str, str]]:
 
 def findscu(node: Node, model: str, *keys: str) -> tuple[list[dict[str, str]], str]:
     args = [v for k in keys for v in ("-k", k)]
-    result = run(["findscu", "-v", model, "-aec", AET, *args, "127.0.0.1", node.port])
+    result = run([require_tool("findscu"), "-v", model, "-aec", AET, *args, "127.0.0.1", node.port])
     assert result.returncode == 0, result.stderr
     return responses(result.stderr + result.stdout), result.stderr + result.stdout
 
@@ -172,7 +172,19 @@ def test_findscu_series_and_image_levels(node: Node) -> None:
 
 
 def test_findscu_without_query_retrieve_level_fails(node: Node) -> None:
-    result = run(["findscu", "-v", "-S", "-aec", AET, "-k", "PatientID", "127.0.0.1", node.port])
+    result = run(
+        [
+            require_tool("findscu"),
+            "-v",
+            "-S",
+            "-aec",
+            AET,
+            "-k",
+            "PatientID",
+            "127.0.0.1",
+            node.port,
+        ]
+    )
     out = result.stderr + result.stdout
     assert responses(out) == []
     assert "Received Final Find Response (Error: DataSetDoesNotMatchSOPClass)" in out, out
@@ -181,7 +193,7 @@ def test_findscu_without_query_retrieve_level_fails(node: Node) -> None:
 def _move(node: Node, dest: str, study: str, *extra: str) -> str:
     result = run(
         [
-            "movescu",
+            require_tool("movescu"),
             "-v",
             "-S",
             "-aet",
@@ -212,10 +224,50 @@ def _same_instances(node: Node, study: str, files: list[Path]) -> None:
         assert dataset_bytes(path) == expected[uid], uid
 
 
+_DIMSE_FIELD = re.compile(r"^D: (Message Type|[A-Za-z ]+Suboperations|DIMSE Status)\s*: (\S+)")
+
+
+def move_responses(output: str) -> list[dict[str, str]]:
+    """Each C-MOVE-RSP as ``movescu -d`` prints it (DCMTK's own decoding of the command set):
+    "Remaining", "Completed", "Failed", "Warning" (a number, or "none" when absent) and
+    "Status" ("0xff00", ...)."""
+    found: list[dict[str, str]] = []
+    current: dict[str, str] | None = None
+    for line in output.splitlines():
+        m = _DIMSE_FIELD.match(line)
+        if m is None:
+            continue
+        name, value = m.groups()
+        if name == "Message Type":
+            current = {} if value == "C-MOVE" and "RSP" in line else None
+            if current is not None:
+                found.append(current)
+        elif current is not None:
+            current[name.split()[0] if name != "DIMSE Status" else "Status"] = value.rstrip(":")
+    return found
+
+
 def test_movescu_to_dcmtk_storescp(node: Node) -> None:
+    """The sub-operation counters as DCMTK reads them (audit item 1): every pending response
+    counts Remaining > 0 and the four add up to the study's instances; nothing failed or warned;
+    the final response counts them all Completed."""
     study = next(iter(node.archive.studies))
-    out = _move(node, "STORESCP", study)
-    assert "Received Final Move Response (Success)" in out, out
+    count = len(node.archive.instances(study))
+    assert count >= 2  # so that there are pending responses with Remaining > 0
+    out = _move(node, "STORESCP", study, "-d")
+    rsps = move_responses(out)
+    assert rsps, out
+    *pending, final = rsps
+    assert final["Status"] == "0x0000", out
+    assert final["Completed"] == str(count), final
+    assert final["Failed"] == final["Warning"] == "0", final
+    assert final["Remaining"] in ("none", "0"), final
+    assert pending, out
+    for rsp in pending:
+        assert rsp["Status"] == "0xff00", rsp
+        assert int(rsp["Remaining"]) > 0, rsp
+        assert rsp["Failed"] == rsp["Warning"] == "0", rsp
+        assert sum(int(rsp[k]) for k in ("Remaining", "Completed", "Failed", "Warning")) == count
     _same_instances(node, study, sorted(node.storescp.folder.glob("CT.*")))
 
 
@@ -227,7 +279,7 @@ def test_movescu_to_a_second_dicomnet_serve(node: Node) -> None:
     # the destination indexed them: it answers C-FIND for them
     result = run(
         [
-            "findscu",
+            require_tool("findscu"),
             "-v",
             "-S",
             "-aec",
@@ -266,7 +318,7 @@ def test_getscu_into_a_folder(node: Node, tmp_path: Path) -> None:
     study = next(iter(node.archive.studies))
     result = run(
         [
-            "getscu",
+            require_tool("getscu"),
             "-v",
             "-S",
             "-aec",
@@ -288,7 +340,7 @@ def test_getscu_into_a_folder(node: Node, tmp_path: Path) -> None:
 
 
 def test_missing_file_is_a_failed_sub_operation(tmp_path: Path) -> None:
-    require_tool("getscu")
+    getscu = require_tool("getscu")
     archive = make_archive(tmp_path / "archive", rows=16)
     study = next(iter(archive.studies))
     gone = archive.instances(study)[0]
@@ -299,7 +351,7 @@ def test_missing_file_is_a_failed_sub_operation(tmp_path: Path) -> None:
         out_dir.mkdir()
         result = run(
             [
-                "getscu",
+                getscu,
                 "-v",
                 "-S",
                 "-aec",
@@ -334,7 +386,9 @@ def test_index_command_on_a_storescp_folder_then_serve_it(node: Node, tmp_path: 
     first = DcmtkStorescp(folder, aet="STORESCP")
     try:
         files = [str(node.archive.files[uid]) for uid in node.archive.instances(study)]
-        sent = run(["storescu", "-aec", "STORESCP", "127.0.0.1", str(first.port), *files])
+        sent = run(
+            [require_tool("storescu"), "-aec", "STORESCP", "127.0.0.1", str(first.port), *files]
+        )
         assert sent.returncode == 0, sent.stderr
     finally:
         first.stop()
@@ -355,7 +409,7 @@ def test_index_command_on_a_storescp_folder_then_serve_it(node: Node, tmp_path: 
     try:
         result = run(
             [
-                "findscu",
+                require_tool("findscu"),
                 "-v",
                 "-S",
                 "-aec",
@@ -374,7 +428,7 @@ def test_index_command_on_a_storescp_folder_then_serve_it(node: Node, tmp_path: 
         assert found == sorted(node.archive.studies[study])
         moved = run(
             [
-                "movescu",
+                require_tool("movescu"),
                 "-v",
                 "-S",
                 "-aec",

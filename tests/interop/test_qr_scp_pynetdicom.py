@@ -114,6 +114,22 @@ def test_c_find_without_level_fails_with_a_comment(setup: Setup) -> None:
     assert "QueryRetrieveLevel" in status.ErrorComment
 
 
+def check_counters(results: list[tuple[Any, Any]], count: int) -> None:
+    """The four sub-operation counters as pynetdicom decodes them (audit item 1): in each pending
+    response Remaining > 0, nothing failed or warned, and the four add up to ``count``; the final
+    response has no Remaining left and no Warning."""
+    names = ("Remaining", "Completed", "Failed", "Warning")
+    for status, _identifier in results[:-1]:
+        assert status.Status == 0xFF00
+        got = {n: status.get(f"NumberOf{n}Suboperations") for n in names}
+        assert got["Remaining"] and got["Remaining"] > 0, got
+        assert got["Failed"] == got["Warning"] == 0, got
+        assert sum(got.values()) == count, got
+    final = results[-1][0]
+    assert final.get("NumberOfRemainingSuboperations") in (None, 0)
+    assert final.get("NumberOfWarningSuboperations") == 0
+
+
 def test_c_move_to_a_pynetdicom_storage_scp(setup: Setup) -> None:
     from pynetdicom import AE, evt
     from pynetdicom.sop_class import CTImageStorage as CT
@@ -153,6 +169,7 @@ def test_c_move_to_a_pynetdicom_storage_scp(setup: Setup) -> None:
     final = results[-1][0]
     assert final.NumberOfCompletedSuboperations == len(setup.archive.instances(study))
     assert final.NumberOfFailedSuboperations == 0
+    check_counters(results, len(setup.archive.instances(study)))
     assert sorted(received) == sorted(setup.archive.instances(study))
     for uid, (data, originator, message_id) in received.items():
         assert data == dataset_bytes(setup.archive.files[uid])
@@ -191,6 +208,7 @@ def test_c_get_with_role_selection(setup: Setup) -> None:
     final = results[-1][0]
     assert final.Status == 0x0000
     assert final.NumberOfCompletedSuboperations == len(setup.archive.instances(study))
+    check_counters(results, len(setup.archive.instances(study)))
     assert sorted(received) == sorted(setup.archive.instances(study))
     for uid, data in received.items():
         assert data == dataset_bytes(setup.archive.files[uid])

@@ -73,6 +73,7 @@ __all__ = [
     "QueryError",
     "SQLiteIndex",
     "build_index",
+    "iter_files",
     "read_record",
     "reconcile",
 ]
@@ -978,7 +979,7 @@ _READ_TAGS = list(RECORD_KEYWORDS.values())
 _SKIP_SUFFIXES = (".part", ".tmp", "-wal", "-shm", "-journal")
 
 
-def _walk(root: Path) -> Iterator[str]:
+def iter_files(root: Path) -> Iterator[str]:
     """Relative POSIX paths of the regular files under ``root``, skipping hidden names and the
     storage writer's and SQLite's temporary files, in a stable order."""
     for directory, dirnames, filenames in os.walk(root):
@@ -989,6 +990,9 @@ def _walk(root: Path) -> Iterator[str]:
             full = Path(directory, name)
             if full.is_file():
                 yield full.relative_to(root).as_posix()
+
+
+_walk = iter_files  # the old private name, kept for callers not yet moved
 
 
 def read_record(storage_root: str | os.PathLike[str], relative_path: str) -> InstanceRecord | None:
@@ -1020,7 +1024,7 @@ def build_index(
     """
     root = Path(storage_root)
     indexed = 0
-    for examined, relative in enumerate(_walk(root), 1):
+    for examined, relative in enumerate(iter_files(root), 1):
         record = read_record(root, relative)
         if record is not None:
             index.add(record)
@@ -1039,7 +1043,7 @@ def reconcile(index: Index, storage_root: str | os.PathLike[str]) -> tuple[int, 
     """
     root = Path(storage_root)
     by_path = dict(index.paths())
-    on_disk = set(_walk(root))
+    on_disk = set(iter_files(root))
     removed = 0
     for path, uid in by_path.items():
         if path not in on_disk:

@@ -1,55 +1,35 @@
-"""The ``dicomnet`` command: echo, store, serve (find, move, get come with query/retrieve).
+"""The ``dicomnet`` command: the group, and echo, store and index; serve lives in
+``cli/serve.py``, find, move and get in ``cli/qr.py``, what they share in ``cli/common.py``.
 
 Rules: commands only parse options, call the library and present results; anything a library
-user would also need lives in the library. Exit code 0 only when everything succeeded.
+user would also need lives in the library. Exit code 0 only when everything succeeded. This
+module imports the other command modules; none of them imports it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
-import signal
-import socket
-import sqlite3
 import sys
 import time
-import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
+from dicomnet.cli.common import CONTEXT_SETTINGS, client_main, setup_logging
+from dicomnet.cli.qr import COMMANDS as QR_COMMANDS
+from dicomnet.cli.serve import serve
 from dicomnet.client import CStoreRequest, DicomClient, Request
 from dicomnet.dataset import FileInfo, NotDicomError, read_file_info
 from dicomnet.dimse.status import StatusCategory, category, describe
-from dicomnet.errors import AssociationRejected, DicomNetError, NegotiationError
-from dicomnet.negotiation import ProposedContext
+from dicomnet.errors import NegotiationError
+from dicomnet.negotiation import contexts_for
 from dicomnet.uids import uid_name
 
 log = logging.getLogger("dicomnet.cli")
-
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else logging.INFO if verbose == 0 else logging.DEBUG
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def _run(coro: Any) -> Any:
-    """Run ``coro`` on uvloop when it is installed (the ``fast`` extra), else on asyncio's loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -88,7 +68,7 @@ def echo(
     Exit code: 0 when every C-ECHO succeeded, 1 when one answered another status, 2 when the
     peer could not be reached or rejected the association.
     """
-    _setup_logging(verbose, quiet=verbose == 0)
+    setup_logging(verbose, quiet=verbose == 0)
 
     async def go() -> int:
         failures = 0
@@ -122,22 +102,7 @@ def echo(
                 )
         return 1 if failures else 0
 
-    sys.exit(_client_main(go))
-
-
-def _client_main(go: Any) -> int:
-    """Run a client coroutine factory; association-level errors print one line and give 2."""
-    try:
-        return int(_run(go()))
-    except AssociationRejected as exc:
-        click.echo(f"error: association {exc}", err=True)
-        return 2
-    except DicomNetError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 2
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
+    sys.exit(client_main(go))
 
 
 # --- store ----------------------------------------------------------------------------------------
@@ -218,7 +183,7 @@ def store(
     Exit code: 0 when every DICOM file was stored (success or warning), 1 when any failed or
     none was found, 2 when the peer could not be reached or rejected the association.
     """
-    _setup_logging(verbose, quiet=verbose == 0)
+    setup_logging(verbose, quiet=verbose == 0)
     files, skipped = _scan(paths, recursive)
     for _path, why in skipped:
         click.echo(f"skipped: {why}", err=True)
@@ -226,30 +191,12 @@ def store(
         click.echo(f"nothing to send: no DICOM file among {len(skipped)} files", err=True)
         sys.exit(1)
     sys.exit(
-        _client_main(
+        client_main(
             lambda: _store(
                 host, port, aet, aec, files, max_pdu, async_ops, timeout, quiet, len(skipped)
             )
         )
     )
-
-
-def _contexts_for(files: Sequence[FileInfo]) -> list[list[ProposedContext]]:
-    """Group the files' (SOP class, transfer syntax) pairs into associations of at most
-    ``MAX_CONTEXTS`` presentation contexts (PS3.8 §9.3.2.2: odd context IDs 1-255)."""
-    pairs: dict[tuple[str, str], None] = {}
-    for f in files:
-        pairs[(f.sop_class_uid, f.transfer_syntax)] = None
-    groups: list[list[ProposedContext]] = [[]]
-    for sop_class, ts in pairs:
-        probe = CStoreRequest(sop_class_uid=sop_class, transfer_syntax=ts).contexts()
-        if len(groups[-1]) + len(probe) > MAX_CONTEXTS:
-            groups.append([])
-        groups[-1].extend(probe)
-    return groups
-
-
-MAX_CONTEXTS = 128
 
 
 async def _store(
@@ -287,7 +234,7 @@ async def _store(
         TimeRemainingColumn(),
         disable=not interactive,
     )
-    groups = _contexts_for(files)
+    groups = contexts_for((f.sop_class_uid, f.transfer_syntax) for f in files)
     group_of: dict[tuple[str, str], int] = {}
     for i, group in enumerate(groups):
         for ctx in group:
@@ -358,6 +305,13 @@ async def _store(
                 for request in requests:
                     await client.add_request(request)
                 await client.send()
+                if client.negotiated is not None:
+                    log.info(
+                        "association: %d presentation contexts accepted, asynchronous "
+                        "operations window %s",
+                        len(client.negotiated.contexts),
+                        client.negotiated.max_operations_invoked or "unlimited",
+                    )
                 for request in requests:
                     if request.error is not None and request.file is not None:
                         why = f"not sent: {request.error}"
@@ -380,311 +334,6 @@ async def _store(
     return 1 if failures else 0
 
 
-# --- serve ----------------------------------------------------------------------------------------
-
-
-def _load_config(path: str | None, known: set[str]) -> dict[str, Any]:
-    """The ``[serve]`` table of a TOML file (or its top level), keys as the options' long names
-    with ``_`` or ``-``; unknown keys are an error, not silently ignored."""
-    if not path:
-        return {}
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise click.BadParameter(f"{path}: {exc}", param_hint="--config") from None
-    table = data.get("serve", data)
-    if not isinstance(table, dict):
-        raise click.BadParameter(f"{path}: [serve] is not a table", param_hint="--config")
-    if table is not data and "peers" in data:  # a top-level [peers] table beside [serve]
-        table = {**table, "peers": data["peers"]}
-    cfg = {str(k).replace("-", "_"): v for k, v in table.items()}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise click.BadParameter(
-            f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
-            param_hint="--config",
-        )
-    return cfg
-
-
-@main.command()
-@click.option("--host", default=None, help="Address to listen on.  [default: 127.0.0.1]")
-@click.option("--port", default=None, type=click.IntRange(0, 65535), help="Port.  [default: 11112]")
-@click.option(
-    "--aet",
-    default=None,
-    help="Our AE title; other called AE titles are accepted "
-    "unless --strict-aet.  [default: DICOMNET]",
-)
-@click.option(
-    "--strict-aet", is_flag=True, default=None, help="Reject called AE titles other than --aet."
-)
-@click.option("--storage", default=None, help="Folder to store into.  [default: ./dicom-store]")
-@click.option(
-    "--layout",
-    default=None,
-    help="Path of an instance under the folder, from attributes that are UIDs.  "
-    "[default: {StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm]",
-)
-@click.option(
-    "--allow-ae",
-    multiple=True,
-    help="Calling AE titles allowed (repeatable); "
-    "others are rejected with 'calling AE title not recognized'.",
-)
-@click.option(
-    "--no-fsync",
-    is_flag=True,
-    default=None,
-    help="Do not fsync each file before answering success (faster, less durable).",
-)
-@click.option(
-    "--max-associations", default=None, type=int, help="Associations at once.  [default: 64]"
-)
-@click.option(
-    "--peer",
-    multiple=True,
-    metavar="AE=HOST:PORT",
-    help="A C-MOVE destination (repeatable); in the config file a [peers] table "
-    '(AE = "HOST:PORT") or a list of AE=HOST:PORT.',
-)
-@click.option(
-    "--no-index",
-    is_flag=True,
-    default=None,
-    help="Storage only: no index (STORAGE/.dicomnet-index.sqlite), no C-FIND/C-MOVE/C-GET.",
-)
-@click.option(
-    "--workers",
-    default=None,
-    type=click.IntRange(1, 64),
-    help="Processes accepting associations from one listening socket (like storescp --fork, "
-    "but pre-started); --max-associations applies per process. Use the number of cores for "
-    "many concurrent associations.  [default: 1]",
-)
-@click.option(
-    "--shutdown-timeout",
-    default=None,
-    type=float,
-    help="On SIGINT/SIGTERM, seconds running associations get to finish before they are "
-    "aborted (a second signal aborts at once).  [default: 10]",
-)
-@click.option(
-    "--config",
-    "config_path",
-    default=None,
-    type=click.Path(exists=True, dir_okay=False),
-    help="TOML file with any of these options (a [serve] table or top level; "
-    "command-line options win).",
-)
-@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
-@click.option("-v", "--verbose", count=True, help="Debug logging (-v), with PDU dumps.")
-def serve(
-    host: str | None,
-    port: int | None,
-    aet: str | None,
-    strict_aet: bool | None,
-    storage: str | None,
-    layout: str | None,
-    allow_ae: tuple[str, ...],
-    no_fsync: bool | None,
-    max_associations: int | None,
-    peer: tuple[str, ...],
-    no_index: bool | None,
-    workers: int | None,
-    shutdown_timeout: float | None,
-    config_path: str | None,
-    quiet: bool,
-    verbose: int,
-) -> None:
-    """Run a storage node (like DCMTK's storescp): Verification and Storage SCP for every
-    storage SOP class and every transfer syntax pydicom knows.
-
-    Each instance is received into a temporary file and renamed to
-    STORAGE/<StudyUID>/<SeriesUID>/<SOPUID>.dcm only when complete; a log line per association
-    and per instance. SIGINT/SIGTERM stop it cleanly: running associations finish (or are
-    aborted after --shutdown-timeout) and no partial file is left. `dicomnet serve` alone
-    listens on 127.0.0.1:11112 as DICOMNET and stores into ./dicom-store.
-
-    It is also a query/retrieve node: every instance is indexed in
-    STORAGE/.dicomnet-index.sqlite (repaired against the files on a start after an unclean
-    stop), and C-FIND, C-MOVE (to the --peer destinations) and C-GET are answered in the
-    Patient Root and Study Root models. --no-index makes it a storage node only.
-    """
-    from dicomnet.archive.storage import DEFAULT_LAYOUT
-    from dicomnet.server import DicomServer, ServerLimits
-    from dicomnet.services.qr import ArchiveService
-    from dicomnet.services.storage import INDEX_NAME, StorageService, mark_clean, open_index
-
-    _setup_logging(verbose, quiet)
-    ctx = click.get_current_context()
-    known = {p.name for p in ctx.command.params if p.name} - {"config_path", "quiet", "verbose"}
-    known.add("peers")
-    cfg = _load_config(config_path, known)
-
-    def pick(value: Any, key: str, default: Any) -> Any:
-        return value if value not in (None, ()) else cfg.get(key.replace("-", "_"), default)
-
-    def number(value: Any, key: str, default: int | float) -> Any:
-        """An option that is a number, as ``type(default)``; ValueError names the option."""
-        raw = pick(value, key, default)
-        try:
-            if isinstance(raw, bool):
-                raise TypeError
-            return type(default)(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"{key} must be a number, not {raw!r}") from None
-
-    listening: socket.socket | None = None
-    workers_v = 1
-    try:
-        host_v = str(pick(host, "host", "127.0.0.1"))
-        port_v = number(port, "port", 11112)
-        aet_v = str(pick(aet, "aet", "DICOMNET"))
-        storage_v = Path(pick(storage, "storage", "dicom-store"))
-        layout_v = str(pick(layout, "layout", DEFAULT_LAYOUT))
-        allowed_raw = pick(allow_ae, "allow-ae", [])
-        allowed = [allowed_raw] if isinstance(allowed_raw, str) else [str(a) for a in allowed_raw]
-        fsync = not bool(pick(no_fsync, "no-fsync", False))
-        strict = bool(pick(strict_aet, "strict-aet", False))
-        grace = number(shutdown_timeout, "shutdown-timeout", 10.0)
-        limits = ServerLimits(max_associations=number(max_associations, "max-associations", 64))
-        peers = _parse_peers(peer or cfg.get("peers", cfg.get("peer", ())))
-        indexed = not bool(pick(no_index, "no-index", False))
-        workers_v = number(workers, "workers", 1)
-        if workers_v < 1:
-            raise ValueError(f"workers must be at least 1, not {workers_v}")
-        if workers_v > 1:
-            if indexed:
-                open_index(storage_v).close()  # repair once, before the workers start
-            try:
-                listening = socket.create_server((host_v, port_v), backlog=256)
-            except OSError as exc:
-                raise click.UsageError(f"cannot listen on {host_v}:{port_v}: {exc}") from None
-        children = _fork_workers(workers_v - 1)
-        is_worker = children is None
-        index = open_index(storage_v, repair=workers_v == 1) if indexed else None
-        service = ArchiveService if indexed else StorageService
-        factory = service.factory(
-            storage_v,
-            layout=layout_v,
-            ae_title=aet_v if strict else None,
-            allowed_calling_aes=allowed,
-            fsync=fsync,
-            index=index,
-            peers=peers,
-            aet=aet_v,
-        )
-    except (TypeError, ValueError) as exc:
-        raise click.UsageError(f"bad option value: {exc}") from None
-    except sqlite3.DatabaseError as exc:
-        raise click.UsageError(
-            f"the index {storage_v / INDEX_NAME} is not usable ({exc}); the stored files are "
-            f"untouched: move the index away and rebuild it with `dicomnet index {storage_v}`, "
-            "or start with --no-index"
-        ) from None
-    except OSError as exc:
-        raise click.UsageError(f"cannot use storage folder {storage_v}: {exc}") from None
-
-    stopped_cleanly = True  # marks the index clean at the end (no repair on the next start)
-
-    async def go() -> None:
-        nonlocal stopped_cleanly
-        server = DicomServer(factory, host_v, port_v, limits=limits, sock=listening)
-        await server.start()
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        log.info(
-            "AE %s on %s:%d, storing into %s%s",
-            aet_v,
-            host_v,
-            server.port,
-            storage_v.resolve(),
-            f", calling AE titles allowed: {', '.join(allowed)}" if allowed else "",
-        )
-        if index is not None:
-            log.info(
-                "query/retrieve on; C-MOVE destinations: %s",
-                ", ".join(f"{ae}={h}:{p}" for ae, (h, p) in peers.items()) or "none",
-            )
-        if not is_worker:
-            click.echo(
-                f"dicomnet serve: listening on {host_v}:{server.port} as {aet_v}, "
-                f"storing into {storage_v}"
-                + (f" with {workers_v} processes" if workers_v > 1 else "")
-                + " (Ctrl-C to stop)",
-                err=True,
-            )
-        await stop.wait()
-        log.info(
-            "stopping: %d running association(s) get %g s to finish (signal again to abort)",
-            server.active,
-            grace,
-        )
-        now = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, now.set)
-        closing = asyncio.ensure_future(server.close(abort_after=grace))
-        second = asyncio.ensure_future(now.wait())
-        await asyncio.wait({closing, second}, return_when=asyncio.FIRST_COMPLETED)
-        if not closing.done():
-            log.warning("second signal: aborting %d running association(s)", server.active)
-            await server.close(abort_after=0)
-        await closing
-        second.cancel()
-        if children and not await asyncio.to_thread(_stop_workers, children, grace + 5):
-            stopped_cleanly = False
-        if not is_worker:
-            _clean_incoming(storage_v / ".incoming")
-        log.info("stopped after %d association(s)", server.associations_served)
-
-    try:
-        _run(go())
-    except OSError as exc:
-        stopped_cleanly = False
-        click.echo(f"error: cannot listen on {host_v}:{port_v}: {exc}", err=True)
-        sys.exit(2)
-    except BaseException:
-        stopped_cleanly = False
-        raise
-    finally:
-        if factory.index_writer is not None and not factory.index_writer.close():
-            stopped_cleanly = False  # rows of the last instances are missing: repair next time
-        if index is not None:
-            if stopped_cleanly and not is_worker:
-                mark_clean(index)
-            index.close()
-
-
-def _parse_peers(value: Any) -> dict[str, tuple[str, int]]:
-    """C-MOVE destinations from ``AE=HOST:PORT`` strings, or a mapping of AE to ``HOST:PORT``
-    (a TOML ``[peers]`` table); ValueError says which entry is wrong."""
-    if isinstance(value, str):
-        value = [value]
-    if isinstance(value, dict):
-        items = [(str(ae), str(address)) for ae, address in value.items()]
-    else:
-        items = []
-        for entry in value:
-            ae, eq, address = str(entry).partition("=")
-            if not eq:
-                raise ValueError(f"peer {entry!r} is not AE=HOST:PORT")
-            items.append((ae, address))
-    peers: dict[str, tuple[str, int]] = {}
-    for ae, address in items:
-        ae = ae.strip()
-        host, colon, port = address.strip().rpartition(":")
-        if not ae or len(ae) > 16 or not colon or not host or not port.isdigit():
-            raise ValueError(f"peer {ae}={address} is not AE=HOST:PORT (AE title of 1-16 chars)")
-        if not 0 < int(port) < 65536:
-            raise ValueError(f"peer {ae}={address}: port out of range")
-        peers[ae] = (host.strip("[]"), int(port))
-    return peers
-
-
 # --- index ----------------------------------------------------------------------------------------
 
 
@@ -704,7 +353,7 @@ def index_command(storage: str, fresh: bool, quiet: bool, verbose: int) -> None:
     Safe while `dicomnet serve` runs on the folder (unless --fresh)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from dicomnet.archive.index import _walk, build_index, reconcile
+    from dicomnet.archive.index import build_index, iter_files, reconcile
     from dicomnet.services.storage import INDEX_NAME, open_index
 
     logging.basicConfig(
@@ -720,7 +369,7 @@ def index_command(storage: str, fresh: bool, quiet: bool, verbose: int) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(root / (INDEX_NAME + suffix))
     start = time.perf_counter()
-    total = sum(1 for _ in _walk(root))
+    total = sum(1 for _ in iter_files(root))
     try:
         index = open_index(root, repair=False)
     except Exception as exc:
@@ -756,96 +405,7 @@ def index_command(storage: str, fresh: bool, quiet: bool, verbose: int) -> None:
     )
 
 
-def _fork_workers(count: int) -> list[int] | None:
-    """Start ``count`` more processes running the same server (before any thread or event loop
-    exists); returns their PIDs in the parent and None in a worker."""
-    children: list[int] = []
-    for _ in range(count):
-        pid = os.fork()
-        if pid == 0:
-            _die_with_parent()
-            return None
-        children.append(pid)
-    return children
-
-
-def _die_with_parent() -> None:
-    """Linux: a worker gets SIGTERM when the parent dies, even by SIGKILL, so that no orphan
-    keeps the port."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the parent is already gone
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _stop_workers(children: list[int], timeout: float) -> bool:
-    """SIGTERM the workers (each finishes its associations like the parent) and reap them;
-    SIGKILL what is left after ``timeout`` seconds. True when every worker exited with 0."""
-    for pid in children:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + timeout
-    pending = set(children)
-    clean = True
-    while pending and time.monotonic() < deadline:
-        for pid in list(pending):
-            try:
-                done, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done, status = pid, 1
-            if done:
-                pending.discard(pid)
-                if os.waitstatus_to_exitcode(status) != 0:
-                    log.warning("worker %d exited with %s", pid, os.waitstatus_to_exitcode(status))
-                    clean = False
-        if pending:
-            time.sleep(0.05)
-    for pid in pending:
-        log.warning("worker %d did not stop in %.0f s; killing it", pid, timeout)
-        clean = False
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-    return clean
-
-
-def _clean_incoming(folder: Path) -> None:
-    """Remove temporary files left by transfers that did not complete, then the empty
-    temporary folders."""
-    if not folder.is_dir():
-        return
-    for leftover in folder.rglob(".dicomnet-*.part"):
-        try:
-            os.unlink(leftover)
-        except OSError:
-            pass
-    for sub in sorted(folder.glob(".dicomnet-*"), reverse=True):
-        if sub.is_dir():
-            try:
-                sub.rmdir()
-            except OSError:
-                pass
-    try:
-        folder.rmdir()
-    except OSError:  # not empty: something else lives there
-        pass
-
-
-from dicomnet.cli.qr import COMMANDS as _QR_COMMANDS  # noqa: E402  (find, move, get)
-
-for _command in _QR_COMMANDS:
+for _command in (serve, *QR_COMMANDS):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import click
 from pydicom import Dataset
 from pydicom.datadict import keyword_for_tag
 
+from dicomnet.cli.common import CONTEXT_SETTINGS, client_main, setup_logging
 from dicomnet.client import (
     DicomClient,
     QueryRetrieveError,
@@ -36,8 +37,7 @@ from dicomnet.client import (
     parse_tag,
 )
 from dicomnet.dimse.status import StatusCategory, category, describe
-
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from dicomnet.sinks import close_temp_pools, remove_temp_files
 
 #: Return keys added for each level when the command line does not name them.
 DEFAULT_KEYS: dict[str, tuple[str, ...]] = {
@@ -157,12 +157,6 @@ def _client(host: str, port: int, aet: str, aec: str, timeout: float) -> DicomCl
     )
 
 
-def _cli() -> Any:
-    from dicomnet.cli import main as cli_main  # not at import time: main imports this module
-
-    return cli_main
-
-
 async def _with_cancel_on_sigint(responses: QueryRetrieveResponses[_T]) -> Callable[[], None]:
     """First Ctrl-C: C-CANCEL; second: back to the default (KeyboardInterrupt). Returns the
     function that removes the handler."""
@@ -256,8 +250,7 @@ def find(
     StudyDate=20240101-`` prints a table of the matching studies."""
     if as_json and as_csv:
         raise click.UsageError("--json and --csv exclude each other")
-    cli = _cli()
-    cli._setup_logging(verbose, quiet=verbose == 0)
+    setup_logging(verbose, quiet=verbose == 0)
     query, order = _query(keys, level, not no_default_keys)
 
     async def go() -> int:
@@ -287,7 +280,7 @@ def find(
             )
         return 0 if status == 0 else 1
 
-    sys.exit(cli._client_main(go))
+    sys.exit(client_main(go))
 
 
 def _print_matches(
@@ -437,8 +430,7 @@ def move(
     For example ``dicomnet move pacs 104 --aec PACS --dest WORKSTATION -k
     StudyInstanceUID=1.2.3``. With ``--listen PORT`` this command receives them itself, as
     ``--aet``, which the peer must know at this host and port."""
-    cli = _cli()
-    cli._setup_logging(verbose, quiet=verbose == 0)
+    setup_logging(verbose, quiet=verbose == 0)
     destination = dest or (aet if listen_port is not None else None)
     if not destination:
         raise click.UsageError("give --dest AE (or --listen PORT to receive as --aet)")
@@ -475,7 +467,7 @@ def move(
             code = 1
         return code
 
-    sys.exit(cli._client_main(go))
+    sys.exit(client_main(go))
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -504,8 +496,7 @@ def get(
     """Retrieve the matching instances with C-GET into a folder.
 
     For example ``dicomnet get pacs 104 --aec PACS -k StudyInstanceUID=1.2.3 --out study``."""
-    cli = _cli()
-    cli._setup_logging(verbose, quiet=verbose == 0)
+    setup_logging(verbose, quiet=verbose == 0)
     query, _order = _query(keys, level, False)
     out = Path(out_dir)
 
@@ -523,26 +514,10 @@ def get(
         return code
 
     try:
-        sys.exit(cli._client_main(go))
+        sys.exit(client_main(go))
     finally:
-        _remove_incoming(out / ".dicomnet-incoming")
-
-
-def _remove_incoming(folder: Path) -> None:
-    """Remove the temporary folder of a C-GET (and the empty files created ahead in it)."""
-    from dicomnet.sinks import close_temp_pools
-
-    close_temp_pools()
-    if folder.is_dir():
-        for path in sorted(folder.rglob("*"), reverse=True):
-            try:
-                path.rmdir() if path.is_dir() else path.unlink()
-            except OSError:
-                pass
-        try:
-            folder.rmdir()
-        except OSError:
-            pass
+        close_temp_pools()  # the empty files created ahead, and this process's folder
+        remove_temp_files(out / ".dicomnet-incoming")
 
 
 COMMANDS = (find, move, get)

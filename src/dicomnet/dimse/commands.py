@@ -281,10 +281,11 @@ class RequestMessage(DimseMessage):
     def response(self, status: int, **values: Any) -> ResponseMessage:
         """The response to this request (PS3.7 §9.3, §10.3): the message ID it answers, the
         status, the affected SOP class and instance it echoes (an N-service request's
-        *requested* ones become the response's *affected* ones), then ``values``; a value that
-        is None, or names an element this response does not have, is left out."""
+        *requested* ones become the response's *affected* ones), the Event/Action Type ID when
+        a reply data set goes with it (PS3.7 §10.1.1.1.4, §10.1.4.1.5), then ``values``; a
+        value that is None, or names an element this response does not have, is left out."""
         cls = self.RESPONSE
-        names, echoed = _response_plan(type(self))
+        names, echoed, typed = _response_plan(type(self))
         fields_: dict[str, Any] = {
             "message_id_being_responded_to": self.message_id,
             "status": status,
@@ -293,6 +294,9 @@ class RequestMessage(DimseMessage):
             value = getattr(self, source)
             if value is not None:
                 fields_[name] = value
+        if values.get("has_dataset"):
+            for name in typed:
+                fields_[name] = getattr(self, name)
         for name, value in values.items():
             if value is not None and name in names:
                 fields_[name] = value
@@ -321,18 +325,18 @@ class ResponseMessage(DimseMessage):
 #: (0000,0902) Error Comment is LO: at most 64 characters (PS3.5 Table 6.2-1).
 MAX_ERROR_COMMENT = 64
 
-_PLANS: dict[type, tuple[frozenset[str], tuple[tuple[str, str], ...]]] = {}
+_Plan = tuple[frozenset[str], tuple[tuple[str, str], ...], tuple[str, ...]]
+_PLANS: dict[type, _Plan] = {}
 
 
-def _response_plan(
-    rq_cls: type[RequestMessage],
-) -> tuple[frozenset[str], tuple[tuple[str, str], ...]]:
-    """(the response's field names, (response field, request field) pairs to echo), once per
-    request class."""
+def _response_plan(rq_cls: type[RequestMessage]) -> _Plan:
+    """(the response's field names, (response field, request field) pairs to echo, the type
+    IDs echoed with a reply data set), once per request class."""
     plan = _PLANS.get(rq_cls)
     if plan is None:
         names = frozenset(f.name for f in fields(rq_cls.RESPONSE))
         ours = {f.name for f in fields(rq_cls)}
+        typed = tuple(n for n in ("event_type_id", "action_type_id") if n in names and n in ours)
         echoed: list[tuple[str, str]] = []
         for name, requested in (
             ("affected_sop_class_uid", "requested_sop_class_uid"),
@@ -344,7 +348,7 @@ def _response_plan(
                 echoed.append((name, name))
             elif requested in ours:
                 echoed.append((name, requested))
-        plan = _PLANS[rq_cls] = (names, tuple(echoed))
+        plan = _PLANS[rq_cls] = (names, tuple(echoed), typed)
     return plan
 
 
@@ -476,6 +480,8 @@ class _NResponse(ResponseMessage):
     affected_sop_instance_uid: str | None = None
     error_id: int | None = None
     offending_elements: list[int] | None = None
+    # The attributes a status names, e.g. 0x0107 Attribute list error (PS3.7 Annex C).
+    attribute_identifier_list: list[int] | None = None
 
 
 @dataclass(slots=True, kw_only=True)
