@@ -8,7 +8,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from pydicom import Dataset, dcmread
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -158,49 +157,3 @@ def test_default_association_accepts_storage_with_scp_role_for_get() -> None:
     request = AssociationRequest("A", "B", [pc, plain])
     asyncio.run(GetOnly(info).on_association_request(request))
     assert pc.accepted and not plain.accepted
-
-
-@pytest.mark.slow
-async def test_more_than_65535_sub_operations_on_one_association(tmp_path: Path) -> None:
-    """Message IDs are US (PS3.7 §E.1): the server's C-STORE sub-operations cycle 1..65535 on a
-    long C-GET and never send 65,536 or more (the old allocator sent 65,537 at the wrap, which
-    the command encoder refused)."""
-    total = 65_535 + 100
-    source = tmp_path / "one.dcm"
-    write_ct(source, rows=1, columns=1)  # a tiny instance: this test is about the IDs
-
-    class ManyGets(Service):
-        abstract_syntaxes = (STUDY_GET,)
-
-        async def on_c_get(self, request: ReceivedCGet) -> AsyncIterator[Response]:
-            failed = 0
-            for _ in range(total):
-                if await request.store(source) != Status.SUCCESS:
-                    failed += 1
-            yield Response(
-                Status.SUCCESS if not failed else 0xB000,
-                extra={
-                    "number_of_completed_suboperations": total - failed,
-                    "number_of_failed_suboperations": failed,
-                    "number_of_warning_suboperations": 0,
-                },
-            )
-
-    ids: list[int] = []
-
-    async def store(request: ReceivedCStore) -> int:
-        ids.append(request.message_id)
-        return Status.SUCCESS
-
-    async with DicomServer(ManyGets, port=0) as server:
-        async with DicomClient("127.0.0.1", server.port) as client:
-            contexts = [ProposedContext(CTImageStorage, [ExplicitVRLittleEndian])]
-            responses = [m async for m in client.c_get(_query(), store, contexts)]
-            assert await client.c_echo() == Status.SUCCESS  # the association is still fine
-    final = responses[-1]
-    assert getattr(final, "status", None) == Status.SUCCESS
-    assert final.completed == total and final.failed == 0
-    assert len(ids) == total
-    assert ids[:3] == [1, 2, 3]
-    assert ids[65_533:65_537] == [65_534, 65_535, 1, 2]  # the wrap: 65,535 then 1
-    assert max(ids) == 0xFFFF

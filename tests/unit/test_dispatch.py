@@ -187,11 +187,13 @@ async def test_a_data_set_not_received_is_refused_and_reported(
         raise AssertionError("not called")
 
     sent = Sent()
-    await answer_c_store(_store_item(tmp_path, error=error), INFO, handler, sent, on_exception=hook)
+    item = _store_item(tmp_path, error=error)
+    assert isinstance(item.sink, FileSink) and item.sink.path.exists()
+    await answer_c_store(item, INFO, handler, sent, on_exception=hook)
     assert sent.last.status == status
     assert sent.last.error_comment.startswith("data set not stored")
     assert reported == [error]
-    assert list(tmp_path.iterdir()) == []
+    assert not item.sink.path.exists()
 
 
 async def test_a_c_cancel_for_a_queued_find_stops_it_when_it_starts() -> None:
@@ -291,12 +293,13 @@ def test_make_sink_streams_a_c_store_into_a_part_10_file_and_keeps_the_rest_in_m
     assert ds.file_meta.SourceApplicationEntityTitle == "MODALITY"
     assert ds.SOPInstanceUID == "1.2.3"
     sink.discard()
+    files = sorted(tmp_path.rglob("*"))
     find = c.CFindRQ(message_id=2, affected_sop_class_uid=FIND_CTX.abstract_syntax)
     memory = make_sink(find, FIND_CTX, temp_dir=tmp_path, memory_limit=4)
     assert isinstance(memory, MemorySink)
     with pytest.raises(DIMSEError, match="larger than 4 bytes"):
         memory.write(b"12345")
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(tmp_path.rglob("*")) == files  # nothing written for it
 
 
 def test_dispatch_does_not_import_the_server() -> None:
