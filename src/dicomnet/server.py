@@ -44,7 +44,7 @@ from dicomnet.dimse.commands import (
 from dicomnet.dimse.ids import MessageIds
 from dicomnet.dimse.status import RetrieveStatus, Status
 from dicomnet.dispatch import RequestDispatcher
-from dicomnet.errors import AssociationAborted, DicomNetError
+from dicomnet.errors import AssociationAborted, DicomNetError, reject_description
 from dicomnet.negotiation import (
     DEFAULT_MAX_PDU_LENGTH,
     build_accept,
@@ -59,7 +59,6 @@ from dicomnet.pdu import (
     AbortSource,
     RejectResult,
     RejectSource,
-    reject_description,
 )
 from dicomnet.service import AssociationInfo, Service
 from dicomnet.sinks import FileSink, close_temp_pools, make_sink
