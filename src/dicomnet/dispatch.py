@@ -382,20 +382,38 @@ class RequestDispatcher:
         await self._answer(item, message, final)
 
     async def n_service(self, item: Incoming, message: RequestMessage) -> None:
+        """A DIMSE-N request (PS3.7 §10.1): its handler's answer; 0x0211 (logged) without one,
+        0x0110 when its data set could not be received or the handler failed. The request's
+        ``responded`` event is set once the response is out."""
         name = _N_HANDLERS[type(message)]
         raw = item.sink.value if isinstance(item.sink, MemorySink) else None
         handler = getattr(self.service, name, None)
+        request = ReceivedN(self.info, item.context, as_message(message), raw=raw)
         result: HandlerResult | None
-        if handler is None:
+        if item.error is not None:
+            log.warning("[%s] %s: data set not received: %s", self.info, message.NAME, item.error)
+            result = Response(
+                Status.PROCESSING_FAILURE, error_comment=f"data set not received: {item.error}"
+            )
+        elif handler is None:
+            log.warning(
+                "[%s] %s for %s %s: not offered here; answered 0x0211",
+                self.info,
+                message.NAME,
+                request.sop_class_uid,
+                request.sop_instance_uid or "",
+            )
             result = Response(Status.UNRECOGNIZED_OPERATION, error_comment=f"{name} is not offered")
         else:
             try:
-                request = ReceivedN(self.info, item.context, as_message(message), raw=raw)
                 result = await _call(handler, request, self.dimse_timeout)
             except Exception as exc:
                 log.exception("[%s] %s failed", self.info, name)
                 result = Response(Status.PROCESSING_FAILURE, error_comment=failure_comment(exc))
-        await self._answer(item, message, result)
+        try:
+            await self._answer(item, message, result)
+        finally:
+            request.responded.set()
 
     async def answer_invalid(self, item: IncomingInvalid) -> None:
         """A command set that could not be used: answer it with a failure (PS3.7 §9.3, §10.3:

@@ -8,8 +8,9 @@ take.
 
 Each association's runner owns its life: negotiation (the provider's checks are
 ``negotiation.check_request``), the request queue and the asynchronous operations window, the
-idle limit, release and abort, and the C-STORE sub-operations of C-GET (sent with the
-association's message IDs, ``dimse.ids.MessageIds``). What each request means, its handler and
+idle limit, release and abort, and the requests sent to the peer: the C-STORE sub-operations
+of C-GET and the service's own (``Service.peer``, ``peer.PeerRequests``), with the association's
+message IDs (``dimse.ids.MessageIds``). What each request means, its handler and
 its response, is ``dispatch.RequestDispatcher``'s.
 """
 
@@ -60,6 +61,7 @@ from dicomnet.pdu import (
     RejectResult,
     RejectSource,
 )
+from dicomnet.peer import PeerRequests
 from dicomnet.service import AssociationInfo, Service
 from dicomnet.sinks import FileSink, close_temp_pools, make_sink
 
@@ -120,6 +122,11 @@ class _AssociationRunner:
         # C-STORE sub-operations of C-GET we sent and await the response of, by message ID.
         self.sub_operations: dict[int, asyncio.Future[ResponseMessage]] = {}
         self.message_ids = MessageIds()
+        # Requests the service sends to the peer (N-EVENT-REPORT...), IDs shared with the above;
+        # a response is awaited for the DIMSE timeout, 30 s when there is none.
+        self.peer = PeerRequests(
+            assoc, self.message_ids, self.sub_operations, timeout=server.limits.dimse_timeout or 30
+        )
         self._idle_timer: asyncio.TimerHandle | None = None
         self.busy = False  # a request is being handled (asynchronous operations window of 1)
         assoc.on_message = self.on_message
@@ -146,6 +153,8 @@ class _AssociationRunner:
         self.queue.put_nowait(item)
 
     def _sub_operation_answered(self, item: Incoming, message: ResponseMessage) -> None:
+        if self.peer.answered(item):
+            return
         if isinstance(item.sink, FileSink):
             item.sink.discard()
         responded = message.message_id_being_responded_to
@@ -194,6 +203,7 @@ class _AssociationRunner:
             log.warning("[%s] %s", self.assoc.info, exc)
 
     def on_end(self, aborted: Aborted | None) -> None:
+        self.peer.ended()
         for future in self.sub_operations.values():
             if not future.done():
                 future.set_exception(AssociationAborted("the association ended"))
@@ -280,6 +290,7 @@ class _AssociationRunner:
             ),
             dimse_timeout=limits.dimse_timeout,
         )
+        service.peer = self.peer
         assoc.send_accept(ac, negotiated)
         log.info(
             "[%s] association accepted: %d of %d presentation contexts, peer max PDU %s",
@@ -396,8 +407,8 @@ class _AssociationRunner:
             # An uncompressed instance in another uncompressed transfer syntax: re-encode.
             ds = await asyncio.to_thread(dcmread, info.path)
             payload = encode_dataset(ds, ctx.transfer_syntax)
-        # IDs cycle 1..65535 and skip the sub-operations still waiting for their response.
-        message_id = self.message_ids.allocate(self.sub_operations)
+        # IDs cycle 1..65535 and skip the requests to the peer still waiting for their response.
+        message_id = self.message_ids.allocate(self.peer.in_use)
         future: asyncio.Future[ResponseMessage] = assoc.loop.create_future()
         self.sub_operations[message_id] = future
         rq = CStoreRQ(

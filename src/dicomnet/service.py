@@ -35,7 +35,17 @@ from pydicom import Dataset, dcmread
 from pydicom.datadict import tag_for_keyword
 
 from dicomnet.dataset import decode_dataset, scan_attributes
-from dicomnet.dimse.commands import CFindRQ, CGetRQ, CMoveRQ, CStoreRQ, Message, RequestMessage
+from dicomnet.dimse.commands import (
+    CFindRQ,
+    CGetRQ,
+    CMoveRQ,
+    CStoreRQ,
+    Message,
+    NActionRQ,
+    NEventReportRQ,
+    NGetRQ,
+    RequestMessage,
+)
 from dicomnet.dimse.status import Status
 from dicomnet.negotiation import (
     AssociationDecision,
@@ -43,6 +53,9 @@ from dicomnet.negotiation import (
     NegotiatedContext,
 )
 from dicomnet.uids import VERIFICATION, all_transfer_syntaxes, is_storage
+
+if TYPE_CHECKING:
+    from dicomnet.peer import PeerRequests
 
 log = logging.getLogger("dicomnet.service")
 
@@ -275,8 +288,57 @@ class ReceivedCGet(ReceivedQueryRetrieve):
         return await self.sender(path)
 
 
+@dataclass(eq=False)
 class ReceivedN(DatasetRequest):
-    """A received N-EVENT-REPORT/N-GET/N-SET/N-ACTION/N-CREATE/N-DELETE-RQ (PS3.7 §10)."""
+    """A received N-EVENT-REPORT/N-GET/N-SET/N-ACTION/N-CREATE/N-DELETE-RQ (PS3.7 §10.1).
+
+    ``dataset`` is its data set (Event/Action Information, Modification or Attribute List),
+    None without one. ``sop_class_uid`` and ``sop_instance_uid`` are the affected or requested
+    ones, whichever the message carries (N-CREATE may name no instance: the SCP assigns one and
+    answers it as ``Response(extra={"affected_sop_instance_uid": uid})``). ``responded`` is set
+    once the response has been sent (or could not be): what must follow the response, such as
+    a storage commitment report after its N-ACTION-RSP (PS3.4 J.3.3), waits for it.
+    """
+
+    responded: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def sop_class_uid(self) -> str:
+        message = self.message
+        return str(
+            getattr(message, "affected_sop_class_uid", None)
+            or getattr(message, "requested_sop_class_uid", None)
+            or ""
+        )
+
+    @property
+    def sop_instance_uid(self) -> str | None:
+        message = self.message
+        return (
+            getattr(message, "affected_sop_instance_uid", None)
+            or getattr(message, "requested_sop_instance_uid", None)
+            or None
+        )
+
+    @property
+    def event_type_id(self) -> int | None:
+        """N-EVENT-REPORT's Event Type ID (PS3.7 §10.1.1.1.5)."""
+        message = self.message
+        return message.event_type_id if isinstance(message, NEventReportRQ) else None
+
+    @property
+    def action_type_id(self) -> int | None:
+        """N-ACTION's Action Type ID (PS3.7 §10.1.4.1.4)."""
+        message = self.message
+        return message.action_type_id if isinstance(message, NActionRQ) else None
+
+    @property
+    def attribute_identifier_list(self) -> list[int]:
+        """N-GET's Attribute Identifier List (PS3.7 §10.1.2.1.3); empty: every attribute."""
+        message = self.message
+        if isinstance(message, NGetRQ):
+            return list(message.attribute_identifier_list or [])
+        return []
 
 
 class Service:
@@ -299,6 +361,10 @@ class Service:
     #: ``on_association_request`` runs, so it holds whatever that handler does, unless the
     #: handler sets ``request.max_operations_performed`` itself.
     max_operations_performed: int = 1
+    #: Requests this side sends to the peer on the association (``peer.n_event_report(...)``:
+    #: the SCP's notifications, PS3.7 §10.1.1), set by the server once the association is
+    #: accepted; ``peer.is_open`` says whether it still is.
+    peer: PeerRequests | None = None
 
     def __init__(self, association: AssociationInfo) -> None:
         self.association = association
@@ -381,32 +447,75 @@ class CGetProvider(Protocol):
     def on_c_get(self, request: ReceivedCGet) -> AsyncIterator[Response]: ...
 
 
+# The DIMSE-N handlers (PS3.7 §10.1). Each answers a status, or a ``Response`` with the reply
+# data set (N-GET's Attribute List, N-ACTION's Action Reply, N-EVENT-REPORT's Event Reply, the
+# Attribute List an N-CREATE/N-SET may return) and the status fields of PS3.7 Annex C:
+# ``error_comment`` (LO, cut to 64 characters), ``error_id``, ``offending_elements``, and in
+# ``extra`` the ``attribute_identifier_list`` of 0x0105/0x0107 or the
+# ``affected_sop_instance_uid`` an N-CREATE assigned. The response echoes the request's SOP
+# class and instance (and Event/Action Type ID with a reply data set) by itself. A service
+# without the handler answers 0x0211 Unrecognized operation; a handler that raises, 0x0110
+# Processing failure. The statuses each operation may answer (PS3.7 §10.1.x.1.x, Annex C):
+#
+# - every one: 0x0110 processing failure, 0x0112 no such SOP instance, 0x0117 invalid SOP
+#   instance, 0x0118 no such SOP class, 0x0119 class-instance conflict, 0x0124 not authorized
+#   (not N-EVENT-REPORT), 0x0210 duplicate invocation, 0x0211 unrecognized operation, 0x0212
+#   mistyped argument, 0x0213 resource limitation;
+# - N-EVENT-REPORT: also 0x0113 no such event type, 0x0114 no such argument, 0x0115 invalid
+#   argument value (the Event Information);
+# - N-GET: warning 0x0107 attribute list error (an unknown tag in the identifier list);
+# - N-SET and N-CREATE: also 0x0105 no such attribute, 0x0106 invalid attribute value, 0x0121
+#   missing attribute value, warnings 0x0107 and 0x0116 attribute value out of range;
+#   N-CREATE: 0x0111 duplicate SOP instance, 0x0120 missing attribute;
+# - N-ACTION: also 0x0114 no such argument, 0x0115 invalid argument value (the Action
+#   Information), 0x0123 no such action.
+
+
 class NEventReportProvider(Protocol):
+    """Receives N-EVENT-REPORT: the SCP of a SOP class notifies an event (``event_type_id``,
+    Event Information in ``dataset``); unknown event 0x0113, bad information 0x0115."""
+
     @abstractmethod
     def on_n_event_report(self, request: ReceivedN) -> HandlerResult | Awaitable[HandlerResult]: ...
 
 
 class NGetProvider(Protocol):
+    """Offers N-GET: answer the ``attribute_identifier_list`` attributes (all when empty) of
+    ``sop_instance_uid`` as the ``Response``'s data set; unknown instance 0x0112."""
+
     @abstractmethod
     def on_n_get(self, request: ReceivedN) -> HandlerResult | Awaitable[HandlerResult]: ...
 
 
 class NSetProvider(Protocol):
+    """Offers N-SET: apply the Modification List ``dataset`` to ``sop_instance_uid``; unknown
+    instance 0x0112, an attribute that may not be set 0x0105, a bad value 0x0106."""
+
     @abstractmethod
     def on_n_set(self, request: ReceivedN) -> HandlerResult | Awaitable[HandlerResult]: ...
 
 
 class NActionProvider(Protocol):
+    """Offers N-ACTION: perform ``action_type_id`` with the Action Information ``dataset``;
+    unknown action 0x0123, bad information 0x0115. What must follow the response (an event
+    report) waits for ``request.responded``."""
+
     @abstractmethod
     def on_n_action(self, request: ReceivedN) -> HandlerResult | Awaitable[HandlerResult]: ...
 
 
 class NCreateProvider(Protocol):
+    """Offers N-CREATE: create ``sop_instance_uid`` (or one the handler assigns and returns in
+    ``extra["affected_sop_instance_uid"]``) with the Attribute List ``dataset``; existing
+    instance 0x0111, missing attribute 0x0120, bad value 0x0106."""
+
     @abstractmethod
     def on_n_create(self, request: ReceivedN) -> HandlerResult | Awaitable[HandlerResult]: ...
 
 
 class NDeleteProvider(Protocol):
+    """Offers N-DELETE of ``sop_instance_uid``; unknown instance 0x0112."""
+
     @abstractmethod
     def on_n_delete(self, request: ReceivedN) -> HandlerResult | Awaitable[HandlerResult]: ...
 
