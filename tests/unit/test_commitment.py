@@ -89,12 +89,14 @@ def test_request_and_report_data_sets_round_trip() -> None:
     assert out.FailedSOPSequence[0].FailureReason == 0x0119
     assert parse_report(out) == report
 
+    # N-ACTION's status for Action Information it cannot use is 0x0115 Invalid argument value
+    # (PS3.7 §10.1.4.1.10; 0x0120 and 0x0106 are N-SET/N-CREATE statuses).
     for bad, status in [
-        (None, 0x0120),
-        (Dataset(), 0x0120),
-        (request_dataset("2.25.7", []), 0x0106),
-        (request_dataset("not a uid", [(CT, "1.1")]), 0x0106),
-        (request_dataset("2.25.7", [(CT, "../etc")]), 0x0106),
+        (None, 0x0115),
+        (Dataset(), 0x0115),
+        (request_dataset("2.25.7", []), 0x0115),
+        (request_dataset("not a uid", [(CT, "1.1")]), 0x0115),
+        (request_dataset("2.25.7", [(CT, "../etc")]), 0x0115),
     ]:
         with pytest.raises(CommitmentRequestError) as info:
             parse_request(bad)

@@ -842,6 +842,24 @@ class SQLiteIndex:
         """Every instance in the index, in insertion order."""
         return self._records([], [])
 
+    def locate(self, sop_instance_uids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
+        """SOP Instance UID -> (SOP Class UID, path, size) of those of ``sop_instance_uids``
+        the index holds, in one query (storage commitment checks them a chunk at a time)."""
+        out: dict[str, tuple[str, str, int]] = {}
+        uids = list(dict.fromkeys(sop_instance_uids))
+        for start in range(0, len(uids), _BATCH):
+            batch = uids[start : start + _BATCH]
+            marks = ", ".join("?" * len(batch))
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT sop_instance_uid, sop_class_uid, path, size FROM instance "
+                    f"WHERE sop_instance_uid IN ({marks})",
+                    batch,
+                ).fetchall()
+            for uid, sop_class, path, size in rows:
+                out[str(uid)] = (str(sop_class), str(path), int(size))
+        return out
+
     def explain(self, level: str, query: Query, *, model: str | None = None) -> str:
         """SQLite's EXPLAIN QUERY PLAN for the matching step of ``query`` (for tuning and tests)."""
         plan = _plan(level, query, model, relational=True)

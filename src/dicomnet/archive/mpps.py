@@ -8,8 +8,9 @@ Rules:
 - N-CREATE: Performed Procedure Step Status (0040,0252) must be "IN PROGRESS" (0x0106 invalid
   attribute value otherwise); an existing SOP Instance UID is 0x0111 duplicate SOP instance.
 - N-SET: an unknown instance is 0x0112 no such SOP instance; once the status is COMPLETED or
-  DISCONTINUED the step is final and any N-SET is 0x0110 processing failure with a comment
-  (F.7.2.2: "the Performed Procedure Step Object may no longer be updated"); a new status other
+  DISCONTINUED the step is final and any N-SET is 0x0110 processing failure with the Error
+  Comment and Error ID of PS3.4 Table F.7.2-2 ("Performed Procedure Step Object may no longer be
+  updated", 0xA710); a new status other
   than IN PROGRESS, COMPLETED or DISCONTINUED is 0x0106. The N-SET's attributes replace the
   stored ones (a zero-length value empties an attribute).
 - The worklist link is the Scheduled Step Attributes Sequence (0040,0270): its first item's
@@ -54,6 +55,9 @@ INVALID_ATTRIBUTE_VALUE = 0x0106
 DUPLICATE_SOP_INSTANCE = 0x0111
 NO_SUCH_SOP_INSTANCE = 0x0112
 MISSING_ATTRIBUTE = 0x0120
+#: The Error Comment and Error ID of an N-SET on a final MPPS (PS3.4 Table F.7.2-2).
+NO_LONGER_UPDATABLE = "Performed Procedure Step Object may no longer be updated"
+NO_LONGER_UPDATABLE_ID = 0xA710
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mpps (
@@ -71,12 +75,13 @@ CREATE INDEX IF NOT EXISTS mpps_worklist ON mpps(worklist_item_id);
 
 @dataclass(frozen=True, slots=True)
 class MppsResult:
-    """The answer to an N-CREATE or N-SET: a PS3.7 status, an Error Comment for failures, and
-    the stored data set after the change (None on failure)."""
+    """The answer to an N-CREATE or N-SET: a PS3.7 status, an Error Comment (and Error ID)
+    for failures, and the stored data set after the change (None on failure)."""
 
     status: int
     comment: str | None = None
     dataset: Dataset | None = None
+    error_id: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -171,9 +176,7 @@ class MppsStore:
         current, text = row
         if current in _FINAL:
             return MppsResult(
-                PROCESSING_FAILURE,
-                f"MPPS {uid} is {current}: the Performed Procedure Step Object may no longer "
-                "be updated (PS3.4 F.7.2.2)",
+                PROCESSING_FAILURE, NO_LONGER_UPDATABLE, error_id=NO_LONGER_UPDATABLE_ID
             )
         stored = Dataset.from_json(text)
         new_status = current
