@@ -63,6 +63,7 @@ __all__ = [
     "CompiledKey",
     "compile_query",
     "column_value",
+    "key_matches",
     "matches",
     "to_sql",
 ]
@@ -159,7 +160,11 @@ def matches(
     vr: str, query_value: str, stored_value: str | None, *, match_unknown: bool = True
 ) -> bool:
     """Whether ``stored_value`` (as in the data set) matches the C-FIND key ``query_value``."""
-    key = compile_query(vr, query_value)
+    return key_matches(compile_query(vr, query_value), stored_value, match_unknown=match_unknown)
+
+
+def key_matches(key: CompiledKey, stored_value: str | None, *, match_unknown: bool = True) -> bool:
+    """``matches`` with a key compiled once by ``compile_query``, for many stored values."""
     if key.universal:
         return True
     stored = _stored_values(key.vr, stored_value)

@@ -21,6 +21,10 @@ Rules:
   universal and returns the whole stored sequence.
 - Storage is the DICOM JSON model (PS3.18 F.2) of each item; many processes may read and write the
   table at once (WAL), so ``dicomnet worklist add`` works while ``dicomnet serve`` runs.
+- ``find`` matches the stored JSON as it is, with the identifier compiled once (``_Identifier``),
+  and builds a pydicom ``Dataset`` only for an answer, from the requested attributes: building
+  one per candidate made a query that returns 25,000 of 100,000 items take 38 s.
+  ``match_dataset`` gives the same answers for data sets already in memory.
 """
 
 from __future__ import annotations
@@ -44,7 +48,15 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag, Tag
 
-from dicomnet.archive.matching import QueryError, column_value, matches, to_sql
+from dicomnet.archive.matching import (
+    CompiledKey,
+    QueryError,
+    column_value,
+    compile_query,
+    key_matches,
+    matches,
+    to_sql,
+)
 from dicomnet.errors import DicomNetError
 
 log = logging.getLogger("dicomnet.archive")
@@ -251,18 +263,33 @@ class WorklistStore:
     def find(self, identifier: Dataset) -> Iterator[Dataset]:
         """The response identifiers for a Modality Worklist C-FIND ``identifier``, one per
         matching item (QueryError for a key that cannot be matched)."""
+        compiled = _Identifier(identifier)  # QueryError before any row is read
         where, params = self._prefilter(identifier)
-        sql = "SELECT dataset FROM worklist_item"
+        sql = "SELECT pk FROM worklist_item"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY start_date, start_time, pk"
         with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
-        for (text,) in rows:
-            stored = _from_json(text)
-            answer = match_dataset(identifier, stored)
-            if answer is not None:
-                yield answer
+            pks = [row[0] for row in self._db.execute(sql, params)]
+        # The candidates' JSON a batch at a time: 100,000 of them are never in memory at once.
+        for start in range(0, len(pks), _FETCH):
+            batch = pks[start : start + _FETCH]
+            marks = ", ".join("?" * len(batch))
+            with self._lock:
+                rows = dict(
+                    self._db.execute(
+                        f"SELECT pk, dataset FROM worklist_item WHERE pk IN ({marks})", batch
+                    ).fetchall()
+                )
+            for pk in batch:
+                text = rows.get(pk)
+                if text is None:
+                    continue  # removed meanwhile
+                answer = compiled.match(json.loads(text))
+                if answer is not None:
+                    if not text.isascii():
+                        answer["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}
+                    yield Dataset.from_json(answer)
 
     def _prefilter(self, identifier: Dataset) -> tuple[list[str], list[object]]:
         where: list[str] = []
@@ -340,6 +367,103 @@ def _match_sequence(key: DataElement, stored: DataElement | None) -> DicomSequen
         return None if _has_values(items[0]) else DicomSequence([])
     found = [a for a in (match_dataset(items[0], s) for s in stored_items) if a is not None]
     return DicomSequence(found) if found else None
+
+
+# --- the same matching on the DICOM JSON model ------------------------------------------------------
+
+_FETCH = 256  # candidate rows read per query
+
+
+@dataclass(slots=True)
+class _Key:
+    """One element of a compiled identifier: its JSON key, VR, and what to match."""
+
+    key: str
+    vr: str
+    compiled: CompiledKey | None = None  # None: return key only (universal)
+    items: _Identifier | None = None  # a sequence key's item (None: universal sequence)
+    item_has_values: bool = False
+
+
+class _Identifier:
+    """An identifier compiled once, matched against stored items in the DICOM JSON model with
+    the rules of ``match_dataset`` (the answer is a JSON object of the requested keys)."""
+
+    def __init__(self, identifier: Dataset) -> None:
+        self.keys: list[_Key] = []
+        for elem in identifier:
+            tag = int(elem.tag)
+            if tag in _NOT_KEYS or elem.tag.element == 0 or elem.tag.is_private:
+                continue
+            key = f"{tag:08X}"
+            if elem.VR == "SQ":
+                items = list(elem.value or [])
+                if len(items) > 1:
+                    raise QueryError(
+                        f"{_name(elem.tag)}: a sequence key holds one item (PS3.4 §C.2.2.2.6), "
+                        f"not {len(items)}"
+                    )
+                if not items or len(items[0]) == 0:
+                    self.keys.append(_Key(key, "SQ"))
+                else:
+                    self.keys.append(
+                        _Key(key, "SQ", None, _Identifier(items[0]), _has_values(items[0]))
+                    )
+                continue
+            vr = _vr(elem)
+            query = _text(elem.value)
+            compiled = compile_query(vr, query) if query else None
+            if compiled is not None and compiled.universal:
+                compiled = None
+            self.keys.append(_Key(key, vr, compiled))
+
+    def match(self, stored: dict[str, Any]) -> dict[str, Any] | None:
+        answer: dict[str, Any] = {}
+        for k in self.keys:
+            elem = stored.get(k.key)
+            stored_vr = elem.get("vr") if isinstance(elem, dict) else None
+            if k.vr == "SQ":
+                seq = _match_json_sequence(k, elem if stored_vr == "SQ" else None)
+                if seq is None:
+                    return None
+                answer[k.key] = {"vr": "SQ", "Value": seq}
+                continue
+            if elem is None or stored_vr == "SQ":
+                if k.compiled is not None and not key_matches(k.compiled, None):
+                    return None
+                answer[k.key] = {"vr": k.vr}
+                continue
+            if k.compiled is not None and not key_matches(k.compiled, _json_text(elem) or None):
+                return None
+            answer[k.key] = elem
+        return answer
+
+
+def _match_json_sequence(k: _Key, stored: dict[str, Any] | None) -> list[Any] | None:
+    stored_items = [i for i in (stored or {}).get("Value") or [] if isinstance(i, dict)]
+    if k.items is None:
+        return stored_items  # universal: all of it
+    if not stored_items:
+        return None if k.item_has_values else []
+    found = [a for a in (k.items.match(item) for item in stored_items) if a is not None]
+    return found or None
+
+
+def _json_text(elem: dict[str, Any]) -> str:
+    """An element's value as ``_text`` gives it for the pydicom value (PS3.18 F.2.2)."""
+    values = elem.get("Value")
+    if not values:
+        return ""
+    out = []
+    for value in values:
+        if isinstance(value, dict):  # PN: its component groups (PS3.18 F.2.2)
+            groups = [value.get(g, "") for g in ("Alphabetic", "Ideographic", "Phonetic")]
+            while groups and not groups[-1]:
+                groups.pop()
+            out.append("=".join(groups))
+        else:
+            out.append("" if value is None else str(value))
+    return "\\".join(out).rstrip(" \x00")
 
 
 # --- reading items from files --------------------------------------------------------------------

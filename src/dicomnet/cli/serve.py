@@ -115,6 +115,7 @@ class ServeConfig:
         default_factory=dict, metadata={"parse": parse_peers}
     )
     no_index: bool = False
+    no_workflow: bool = False
     workers: int = 1
     async_ops: int = 8
     shutdown_timeout: float = 10.0
@@ -230,6 +231,13 @@ def read_config_file(path: str | None) -> dict[str, Any]:
     help="Storage only: no index (STORAGE/.dicomnet-index.sqlite), no C-FIND/C-MOVE/C-GET.",
 )
 @click.option(
+    "--no-workflow",
+    is_flag=True,
+    default=None,
+    help="No Modality Worklist, MPPS and Storage Commitment (on by default with the index; "
+    "a commitment report for a requester that has hung up goes to its --peer address).",
+)
+@click.option(
     "--workers",
     default=None,
     type=click.IntRange(1, 64),
@@ -268,6 +276,12 @@ def serve(config_path: str | None, quiet: bool, verbose: int, **options: Any) ->
     STORAGE/.dicomnet-index.sqlite (repaired against the files on a start after an unclean
     stop), and C-FIND, C-MOVE (to the --peer destinations) and C-GET are answered in the
     Patient Root and Study Root models. --no-index makes it a storage node only.
+
+    And it serves a modality's workflow: Modality Worklist C-FIND (items added with `dicomnet
+    worklist add`), MPPS N-CREATE/N-SET (`dicomnet mpps list`) and Storage Commitment, whose
+    report goes back on the requester's association or, once that has ended, to the --peer
+    address of its AE title, retried until delivered (also after a restart). --no-workflow
+    turns them off.
     """
     setup_logging(verbose, quiet)
     try:
@@ -346,9 +360,12 @@ def _service_factory(
     """This process's index (None with --no-index) and the service class it serves."""
     from dicomnet.services.qr import ArchiveService
     from dicomnet.services.storage import StorageService, open_index
+    from dicomnet.services.workflow import WorkflowService
 
     index = None if config.no_index else open_index(config.storage, repair=repair)
     service = StorageService if index is None else ArchiveService
+    if index is not None and not config.no_workflow:
+        service = WorkflowService
     factory = service.factory(
         config.storage,
         layout=config.layout,
@@ -372,10 +389,13 @@ async def _serve(
     """Serve until a signal, then stop: running associations get ``shutdown_timeout`` seconds
     (a second signal aborts them at once). True when every worker stopped cleanly."""
     from dicomnet.server import DicomServer, ServerLimits
+    from dicomnet.services.workflow import start_workflow, stop_workflow
 
     limits = ServerLimits(max_associations=config.max_associations)
     server = DicomServer(factory, config.host, config.port, limits=limits, sock=listening)
     await server.start()
+    # Commitment reports that could not be delivered: retried by the first process only.
+    start_workflow(factory, retries=children is not None)
     stop = _on_signals()
     _announce(config, server, factory, is_worker=children is None)
     await stop.wait()
@@ -393,6 +413,7 @@ async def _serve(
         await server.close(abort_after=0)
     await closing
     second.cancel()
+    await stop_workflow(factory)
     clean = True
     if children is not None:  # the parent: stop the workers, then clean up after all of them
         if children:
@@ -432,6 +453,8 @@ def _announce(
             "query/retrieve on; C-MOVE destinations: %s",
             ", ".join(f"{ae}={h}:{p}" for ae, (h, p) in config.peers.items()) or "none",
         )
+    if getattr(factory, "commitments", None) is not None:
+        log.info("Modality Worklist, MPPS and Storage Commitment on")
     if not is_worker:
         click.echo(
             f"dicomnet serve: listening on {config.host}:{server.port} as {config.aet}, "
