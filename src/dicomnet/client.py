@@ -739,12 +739,14 @@ class DicomClient:
         "StudyDate": "20240101-"}, level="STUDY")`` yields each match's identifier.
 
         ``query`` is a ``Dataset`` or a mapping of keyword/"gggg,eeee" to value (None or ""
-        asks for the attribute back); ``model`` is "patient", "study", "patient-study" or a SOP
-        class UID; ``level`` sets the Query/Retrieve Level (default: the query's, else STUDY).
+        asks for the attribute back); ``model`` is "patient", "study", "patient-study",
+        "worklist" (Modality Worklist, PS3.4 K.6: no level) or a SOP class UID; ``level`` sets
+        the Query/Retrieve Level (default: the query's, else STUDY).
         A failure status raises ``CFindError``."""
+        model_uid = resolve_model(model, "find")
         request = CFindRequest(
-            identifier=build_query(query, level),
-            model=resolve_model(model, "find"),
+            identifier=build_query(query, level, model=model_uid),
+            model=model_uid,
             priority=priority,
         )
         return self._responses(request, find_match)

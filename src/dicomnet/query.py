@@ -14,10 +14,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydicom import Dataset
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.tag import BaseTag, Tag
 
-from dicomnet.uids import QR_MODELS
+from dicomnet.uids import MODALITY_WORKLIST_FIND, QR_MODELS
 
 _MODEL_ALIASES = {
     "p": "patient",
@@ -43,6 +43,10 @@ def resolve_model(model: str, operation: str) -> str:
     key = _MODEL_ALIASES.get(key, key)
     if key in QR_MODELS:
         return QR_MODELS[key][index]
+    if key in ("worklist", "mwl"):
+        if operation != "find":
+            raise ValueError("the Modality Worklist model has C-FIND only (PS3.4 K.6.1.2)")
+        return MODALITY_WORKLIST_FIND
     for uids in QR_MODELS.values():
         if model in uids:
             return uids[index]
@@ -125,20 +129,79 @@ def _element_value(vr: str, value: Any) -> Any:
     return str(value)
 
 
-def build_query(query: QueryInput, level: str | None = None) -> Dataset:
+def build_query(
+    query: QueryInput, level: str | None = None, *, model: str | None = None
+) -> Dataset:
     """The identifier of a C-FIND/C-MOVE/C-GET: a copy of ``query`` (a ``Dataset``, or a
     mapping of keyword or "gggg,eeee" to value, where None or "" asks for the attribute back
     and a list or a backslash-separated string gives several values) with Query/Retrieve Level
     set to ``level`` (PATIENT, STUDY, SERIES or IMAGE). Without ``level`` the query's own level
-    is kept, and STUDY is used when it has none."""
+    is kept, and STUDY is used when it has none. The Modality Worklist model (``model``
+    1.2.840.10008.5.1.4.31) has no levels: no Query/Retrieve Level is added (PS3.4 K.6.1.2)."""
     # A deep copy: pydicom's Dataset(ds) shares the elements, and setting the level would
     # change the caller's query.
     ds = copy.deepcopy(query) if isinstance(query, Dataset) else _dataset_from_mapping(query or {})
+    if model == MODALITY_WORKLIST_FIND:
+        if level is not None:
+            raise ValueError("the Modality Worklist model has no Query/Retrieve Level")
+        return ds
     if level is not None:
         ds.QueryRetrieveLevel = _normalize_level(level)
     elif "QueryRetrieveLevel" not in ds:
         ds.QueryRetrieveLevel = "STUDY"
     return ds
+
+
+#: Attributes of a worklist item's Scheduled Procedure Step (PS3.4 Table K.6-1): in a worklist
+#: query they go into the item of the Scheduled Procedure Step Sequence (0040,0100).
+SCHEDULED_STEP_KEYWORDS = frozenset(
+    {
+        "ScheduledStationAETitle",
+        "ScheduledProcedureStepStartDate",
+        "ScheduledProcedureStepStartTime",
+        "ScheduledProcedureStepEndDate",
+        "ScheduledProcedureStepEndTime",
+        "Modality",
+        "ScheduledPerformingPhysicianName",
+        "ScheduledProcedureStepDescription",
+        "ScheduledProcedureStepID",
+        "ScheduledStationName",
+        "ScheduledProcedureStepLocation",
+        "ScheduledProcedureStepStatus",
+        "ScheduledProtocolCodeSequence",
+        "PreMedication",
+        "RequestedContrastAgent",
+        "CommentsOnTheScheduledProcedureStep",
+    }
+)
+_SPS = "ScheduledProcedureStepSequence"
+
+
+def worklist_query(query: Mapping[str, Any] | None) -> Dataset:
+    """A Modality Worklist C-FIND identifier (PS3.4 K.6.1.2) from a mapping as ``build_query``
+    takes it, where the attributes of the Scheduled Procedure Step (``SCHEDULED_STEP_KEYWORDS``:
+    Modality, Scheduled Station AE Title, its start date and time...) go into the one item of
+    the Scheduled Procedure Step Sequence; no Query/Retrieve Level. ``{"Modality": "CT",
+    "ScheduledProcedureStepStartDate": "20240101", "PatientName": None}`` asks for today's CT
+    steps with the patient's name."""
+    top: dict[str, Any] = {}
+    step: dict[str, Any] = {}
+    for key, value in (query or {}).items():
+        try:
+            tag = parse_tag(key)
+        except ValueError:
+            top[key] = value  # build_query says what is wrong with it
+            continue
+        name = keyword_for_tag(tag) or ""
+        if name == _SPS and isinstance(value, Mapping):
+            step.update(value)
+        elif name in SCHEDULED_STEP_KEYWORDS:
+            step[key] = value
+        else:
+            top[key] = value
+    if step or _SPS in top:
+        top[_SPS] = {**(top.get(_SPS) or {}), **step} if step else top[_SPS]
+    return build_query(top, model=MODALITY_WORKLIST_FIND)
 
 
 def parse_keys(keys: Iterable[str]) -> dict[str, str | None]:
@@ -156,10 +219,12 @@ def parse_keys(keys: Iterable[str]) -> dict[str, str | None]:
 
 __all__ = [
     "QR_LEVELS",
+    "SCHEDULED_STEP_KEYWORDS",
     "QR_MODELS",
     "QueryInput",
     "build_query",
     "parse_keys",
     "parse_tag",
     "resolve_model",
+    "worklist_query",
 ]

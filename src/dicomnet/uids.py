@@ -66,6 +66,9 @@ PATIENT_STUDY_ONLY_MOVE = "1.2.840.10008.5.1.4.1.2.3.2"
 PATIENT_STUDY_ONLY_GET = "1.2.840.10008.5.1.4.1.2.3.3"
 
 #: Query/Retrieve information models (PS3.4 §C.6): name -> (FIND, MOVE, GET) SOP class UIDs.
+#: Modality Worklist Information Model - FIND (PS3.4 K.6.1.2): a C-FIND model without levels.
+MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
+
 QR_MODELS: dict[str, tuple[str, str, str]] = {
     "patient": (PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, PATIENT_ROOT_GET),
     "study": (STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET),

@@ -58,6 +58,7 @@ from dicomnet.archive.matching import (
     to_sql,
 )
 from dicomnet.errors import DicomNetError
+from dicomnet.uids import MODALITY_WORKLIST_FIND
 
 log = logging.getLogger("dicomnet.archive")
 
@@ -72,8 +73,6 @@ __all__ = [
     "read_json",
 ]
 
-#: Modality Worklist Information Model - FIND (PS3.4 K.6.1.2).
-MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 
 _SPS_SEQUENCE = "ScheduledProcedureStepSequence"
 _SPS_TAG = 0x00400100

@@ -1,5 +1,6 @@
 """The ``dicomnet`` command: the group, and echo, store and index; serve lives in
-``cli/serve.py``, find, move and get in ``cli/qr.py``, what they share in ``cli/common.py``.
+``cli/serve.py``, find, move and get in ``cli/qr.py``, worklist, mpps and commit in
+``cli/workflow.py``, what they share in ``cli/common.py``.
 
 Rules: commands only parse options, call the library and present results; anything a library
 user would also need lives in the library. Exit code 0 only when everything succeeded. This
@@ -22,6 +23,7 @@ import click
 from dicomnet.cli.common import CONTEXT_SETTINGS, client_main, setup_logging
 from dicomnet.cli.qr import COMMANDS as QR_COMMANDS
 from dicomnet.cli.serve import serve
+from dicomnet.cli.workflow import COMMANDS as WORKFLOW_COMMANDS
 from dicomnet.client import CStoreRequest, DicomClient, Request
 from dicomnet.dataset import FileInfo, NotDicomError, read_file_info
 from dicomnet.dimse.status import StatusCategory, category, describe
@@ -405,7 +407,7 @@ def index_command(storage: str, fresh: bool, quiet: bool, verbose: int) -> None:
     )
 
 
-for _command in (serve, *QR_COMMANDS):
+for _command in (serve, *QR_COMMANDS, *WORKFLOW_COMMANDS):
     main.add_command(_command)
 
 if __name__ == "__main__":

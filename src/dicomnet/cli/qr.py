@@ -37,6 +37,7 @@ from dicomnet.client import (
     parse_tag,
 )
 from dicomnet.dimse.status import StatusCategory, category, describe
+from dicomnet.query import worklist_query
 from dicomnet.sinks import close_temp_pools, remove_temp_files
 
 #: Return keys added for each level when the command line does not name them.
@@ -61,6 +62,24 @@ DEFAULT_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "IMAGE": ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "InstanceNumber"),
 }
+
+#: Keys of a worklist query (``find --worklist``) when the command line does not name them.
+WORKLIST_KEYS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "RequestedProcedureID",
+    "RequestedProcedureDescription",
+    "StudyInstanceUID",
+    "Modality",
+    "ScheduledStationAETitle",
+    "ScheduledProcedureStepStartDate",
+    "ScheduledProcedureStepStartTime",
+    "ScheduledProcedureStepID",
+    "ScheduledProcedureStepDescription",
+)
 
 _T = TypeVar("_T")
 
@@ -143,6 +162,34 @@ def _query(keys: Sequence[str], level: str, defaults: bool) -> tuple[Dataset, li
         return build_query(parsed, level), order
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="-k") from None
+
+
+def _worklist_query(keys: Sequence[str], defaults: bool) -> tuple[Dataset, list[int]]:
+    """A Modality Worklist identifier (``query.worklist_query``: the Scheduled Procedure Step's
+    keys go into its sequence item), and the keys' tags in command-line order."""
+    try:
+        parsed: dict[str, Any] = parse_keys(keys)
+        if defaults:
+            for keyword in WORKLIST_KEYS:
+                if int(parse_tag(keyword)) not in {int(parse_tag(k)) for k in parsed}:
+                    parsed[keyword] = None
+        order = [int(parse_tag(k)) for k in parsed]
+        return worklist_query(parsed), order
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="-k") from None
+
+
+def _flatten(match: Dataset) -> Dataset:
+    """A worklist answer for a table: the items' attributes of a sequence of one item beside
+    the top-level ones (a worklist answer holds one Scheduled Procedure Step)."""
+    flat = Dataset()
+    for elem in match:
+        if elem.VR == "SQ" and elem.value is not None and len(elem.value) == 1:
+            for inner in elem.value[0]:
+                flat.add(inner)
+        else:
+            flat.add(elem)
+    return flat
 
 
 def _client(host: str, port: int, aet: str, aec: str, timeout: float) -> DicomClient:
@@ -228,6 +275,14 @@ def _header(tag: int) -> str:
     is_flag=True,
     help="Ask only for the -k keys (by default the level's usual keys are added).",
 )
+@click.option(
+    "-W",
+    "--worklist",
+    is_flag=True,
+    help="Query the Modality Worklist (like findscu -W): keys of the Scheduled Procedure "
+    "Step (Modality, ScheduledStationAETitle, ScheduledProcedureStepStartDate...) go into "
+    "its sequence item; no level.",
+)
 def find(
     host: str,
     port: int,
@@ -243,15 +298,22 @@ def find(
     as_json: bool,
     as_csv: bool,
     no_default_keys: bool,
+    worklist: bool,
 ) -> None:
     """Query a peer with C-FIND and print the matches.
 
     For example ``dicomnet find pacs 104 --aec PACS -L STUDY -k PatientName=SMITH* -k
-    StudyDate=20240101-`` prints a table of the matching studies."""
+    StudyDate=20240101-`` prints a table of the matching studies; ``dicomnet find ris 104
+    --worklist -k Modality=CT -k ScheduledProcedureStepStartDate=20240101`` the day's CT
+    worklist."""
     if as_json and as_csv:
         raise click.UsageError("--json and --csv exclude each other")
     setup_logging(verbose, quiet=verbose == 0)
-    query, order = _query(keys, level, not no_default_keys)
+    if worklist:
+        query, order = _worklist_query(keys, not no_default_keys)
+        model = "worklist"
+    else:
+        query, order = _query(keys, level, not no_default_keys)
 
     async def go() -> int:
         matches: list[Dataset] = []
@@ -271,6 +333,8 @@ def find(
                 await responses.aclose()
             status = responses.final_status
         elapsed = time.perf_counter() - start
+        if worklist and not as_json:
+            matches = [_flatten(m) for m in matches]
         _print_matches(order, matches, as_json, as_csv)
         if not quiet or status != 0:
             click.echo(
