@@ -82,4 +82,30 @@ def test_resolve_model() -> None:
     assert resolve_model("1.2.840.10008.5.1.4.1.2.2.1", "move") == "1.2.840.10008.5.1.4.1.2.2.2"
     assert resolve_model("1.2.3.4", "find") == "1.2.3.4"
     with pytest.raises(ValueError):
-        resolve_model("worklist", "find")
+        resolve_model("hanging-protocols", "find")  # ("worklist" is a model since issue 12)
+
+
+def test_worklist_query_puts_the_step_keys_into_the_sequence_item() -> None:
+    from dicomnet.query import worklist_query
+    from dicomnet.uids import MODALITY_WORKLIST_FIND
+
+    ds = worklist_query(
+        {"PatientName": None, "Modality": "CT", "(0040,0001)": "CT1", "AccessionNumber": "A*"}
+    )
+    assert "QueryRetrieveLevel" not in ds  # PS3.4 K.6.1.2: the worklist model has no levels
+    assert sorted(e.keyword for e in ds) == [
+        "AccessionNumber",
+        "PatientName",
+        "ScheduledProcedureStepSequence",
+    ]
+    [step] = ds.ScheduledProcedureStepSequence
+    assert (step.Modality, step.ScheduledStationAETitle) == ("CT", "CT1")
+    assert (
+        worklist_query({"ScheduledProcedureStepSequence": None}).ScheduledProcedureStepSequence
+        == []
+    )
+    assert resolve_model("worklist", "find") == MODALITY_WORKLIST_FIND
+    with pytest.raises(ValueError, match="C-FIND only"):
+        resolve_model("worklist", "move")
+    with pytest.raises(ValueError, match="no Query/Retrieve Level"):
+        build_query({}, "STUDY", model=MODALITY_WORKLIST_FIND)

@@ -246,3 +246,29 @@ def test_two_stores_on_one_file_see_each_other(tmp_path: object) -> None:
     assert _ids(list(reader.find(_query()))) == ["P8"]
     writer.close()
     reader.close()
+
+
+def test_find_matches_the_stored_json_as_match_dataset_matches_data_sets(
+    store: WorklistStore,
+) -> None:
+    """``find`` matches each item's DICOM JSON without making it a Dataset first: the same
+    answers as ``match_dataset`` on the items, for every kind of key."""
+    code = Dataset()
+    code.CodeValue = "C*"
+    queries = [
+        _query(),
+        _query(PatientName="doe^*"),
+        _query(PatientName="MULLER^JURGEN"),
+        _query(AccessionNumber="A2\\A4"),
+        _with_sps(_query(), Modality="CT", ScheduledProcedureStepStartTime="0800-0900"),
+        _with_sps(_query(), ScheduledProcedureStepStartDate="20261202-"),
+        _with_sps(_query(), ScheduledStationAETitle="?R1"),
+        _with_sps(_query(), ScheduledProtocolCodeSequence=Sequence([code])),
+        _with_sps(_query(PatientID="P3"), ScheduledProtocolCodeSequence=Sequence([])),
+        _query(PatientBirthDate="19700101"),  # unknown in every item: matches (see above)
+    ]
+    items = sorted(store.items(), key=lambda i: _ids([i.dataset]))
+    for query in queries:
+        expected = [a for a in (match_dataset(query, i.dataset) for i in items) if a is not None]
+        got = list(store.find(query))
+        assert [a.to_json_dict() for a in got] == [a.to_json_dict() for a in expected], query
