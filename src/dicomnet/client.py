@@ -35,7 +35,7 @@ from dicomnet.archive.commitment import (
     STORAGE_COMMITMENT_PUSH,
     STORAGE_COMMITMENT_PUSH_INSTANCE,
     CommitmentReport,
-    request_dataset,
+    transaction_uid_of,
 )
 from dicomnet.association import Association, Incoming, IncomingInvalid
 from dicomnet.connection import Aborted, Role
@@ -75,6 +75,7 @@ from dicomnet.requests import (
     CGetRequest,
     CMoveRequest,
     CommitmentReference,
+    CommitmentRequest,
     CStoreRequest,
     NActionRequest,
     NCreateRequest,
@@ -497,11 +498,14 @@ class DicomClient:
             and isinstance(message, c.NEventReportRQ)
             and message.affected_sop_class_uid == STORAGE_COMMITMENT_PUSH
         ):
-            try:
-                ds = request.dataset
-                transaction = str(ds.get("TransactionUID", "")) if ds is not None else ""
-            except Exception:  # unreadable: the ordinary handler (or 0x0211) answers
-                transaction = ""
+            # Read without decoding the report's sequences when the syntax allows.
+            transaction = transaction_uid_of(request.raw, request.transfer_syntax) or ""
+            if not transaction:
+                try:
+                    ds = request.dataset
+                    transaction = str(ds.get("TransactionUID", "")) if ds is not None else ""
+                except Exception:  # unreadable: the ordinary handler (or 0x0211) answers
+                    transaction = ""
             reports = self._commitments.get(transaction)
             if reports is not None:
                 return reports.on_n_event_report
@@ -680,11 +684,14 @@ class DicomClient:
         waiter = registry.expect(uid)  # before the N-ACTION: the report may come before its RSP
         self._commitments[uid] = registry
         try:
-            result = await self.n_action(
-                STORAGE_COMMITMENT_PUSH,
-                STORAGE_COMMITMENT_PUSH_INSTANCE,
-                1,  # Request Storage Commitment (PS3.4 Table J.3-1)
-                request_dataset(uid, refs),
+            result = await self.n_request(
+                CommitmentRequest(
+                    sop_class_uid=STORAGE_COMMITMENT_PUSH,
+                    sop_instance_uid=STORAGE_COMMITMENT_PUSH_INSTANCE,
+                    action_type_id=1,  # Request Storage Commitment (PS3.4 Table J.3-1)
+                    transaction_uid=uid,
+                    references=refs,
+                )
             )
             if not result.ok:
                 raise CommitmentError(uid, result.status, result.error_comment)

@@ -564,6 +564,28 @@ def commitment_references(items: Iterable[CommitmentReference]) -> list[tuple[st
     return refs
 
 
+@dataclass(eq=False)
+class CommitmentRequest(NActionRequest):
+    """Request Storage Commitment (PS3.4 J.3.2.1): an N-ACTION of type 1 whose Action
+    Information holds ``transaction_uid`` and ``references`` ((SOP Class UID, SOP Instance
+    UID) pairs), encoded without a pydicom ``Dataset`` per reference in the little endian
+    syntaxes (``archive.commitment.encode_request``: 10,000 references take 0.1 s, not 2)."""
+
+    transaction_uid: str = ""
+    references: Sequence[tuple[str, str]] = ()
+
+    def outgoing(self, negotiated: Negotiated) -> Outgoing:
+        from dicomnet.archive.commitment import encode_request, request_dataset
+
+        syntax = self.abstract_syntax or self.sop_class_uid
+        ctx = negotiated.find_context(syntax, scu=True) or accepted_context(negotiated, syntax)
+        data = encode_request(self.transaction_uid, self.references, ctx.transfer_syntax)
+        if data is None:
+            ds = request_dataset(self.transaction_uid, self.references)
+            data = encode_dataset(ds, ctx.transfer_syntax)
+        return ctx, self._command(True), data
+
+
 def get_storage_contexts(
     sop_classes: Iterable[str] | None = None, *, compressed: bool = True
 ) -> list[ProposedContext]:
@@ -616,6 +638,7 @@ __all__ = [
     "CMoveRequest",
     "CStoreRequest",
     "CommitmentReference",
+    "CommitmentRequest",
     "NActionRequest",
     "NCreateRequest",
     "NDeleteRequest",

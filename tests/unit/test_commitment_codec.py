@@ -1,4 +1,5 @@
-"""The storage commitment data sets as bytes (``parse_request_bytes``, ``encode_report``): vectors
+"""The storage commitment data sets as bytes (``parse_request_bytes``, ``encode_report``, and the
+SCU's ``encode_request``, ``parse_report_bytes``, ``transaction_uid_of``): vectors
 written from PS3.5 §7 (data element and sequence encoding) by hand, and the same data sets
 decoded and encoded by pydicom for any list of references (Hypothesis); the pending reports'
 claim and hold."""
@@ -22,9 +23,13 @@ from dicomnet.archive.commitment import (
     CommitmentRequestError,
     PendingReports,
     encode_report,
+    encode_request,
     parse_report,
+    parse_report_bytes,
     parse_request_bytes,
+    report_dataset,
     request_dataset,
+    transaction_uid_of,
 )
 from dicomnet.dataset import decode_dataset, encode_dataset
 
@@ -190,3 +195,38 @@ def test_claim_holds_a_report_for_one_attempt() -> None:
     assert pending.claim("2.25.1")
     pending.delivered("2.25.1")
     assert not pending.claim("2.25.1") and pending.attempts("2.25.1") == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    refs=refs_strategy,
+    transaction=uid_strategy,
+    reasons=st.lists(st.sampled_from([0x0110, 0x0112, 0x0119, 0x0122]), max_size=30),
+    syntax=st.sampled_from([IMPLICIT, EXPLICIT]),
+)
+def test_the_scu_side_reads_and_writes_as_pydicom(
+    refs: list[tuple[str, str]], transaction: str, reasons: list[int], syntax: str
+) -> None:
+    # The request: the same bytes as pydicom writes (defined lengths, NUL-padded UIDs).
+    assert encode_request(transaction, refs, syntax) == encode_dataset(
+        request_dataset(transaction, refs), syntax
+    )
+    # The report, as pydicom writes it, read back; and its Transaction UID alone.
+    failed = [(c, i, r) for (c, i), r in zip(refs, reasons, strict=False)]
+    report = CommitmentReport(transaction, refs[len(failed) :], failed)
+    raw = encode_dataset(report_dataset(report), syntax)
+    assert parse_report_bytes(raw, syntax) == report
+    assert transaction_uid_of(raw, syntax) == transaction
+
+
+def test_bad_reports_and_other_syntaxes() -> None:
+    item = _implicit(0x0008, 0x1155, b"1.2\0")  # no Referenced SOP Class UID
+    raw = _implicit(0x0008, 0x1195, b"2.25.9\0") + _implicit(0x0008, 0x1199, _item(item))
+    with pytest.raises(ValueError, match="lacks"):
+        parse_report_bytes(raw, IMPLICIT)
+    with pytest.raises(ValueError, match="cannot be decoded"):
+        parse_report_bytes(raw[:-3], IMPLICIT)
+    assert transaction_uid_of(raw, IMPLICIT) == "2.25.9"
+    assert transaction_uid_of(b"\x08\x00", IMPLICIT) is None
+    assert parse_report_bytes(raw, DeflatedExplicitVRLittleEndian) is None
+    assert encode_request("2.25.9", [], DeflatedExplicitVRLittleEndian) is None

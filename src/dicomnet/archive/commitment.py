@@ -21,8 +21,9 @@ Rules:
   argument value for Action Information that is missing, malformed or empty (0x0120 and 0x0106
   are N-SET/N-CREATE statuses, not N-ACTION's).
 - The request and report data sets of 100,000 references are parsed and encoded here for the
-  little endian transfer syntaxes (``parse_request_bytes``, ``encode_report``): pydicom takes
-  about 18 s for either, building a ``Dataset`` per item; other syntaxes go through pydicom.
+  little endian transfer syntaxes (``parse_request_bytes``, ``encode_report``, and for the SCU
+  ``encode_request``, ``parse_report_bytes``): pydicom takes about 18 s for either, building a
+  ``Dataset`` per item; other syntaxes go through pydicom.
 """
 
 from __future__ import annotations
@@ -53,11 +54,14 @@ __all__ = [
     "PendingReports",
     "check_references",
     "encode_report",
+    "encode_request",
     "parse_report",
+    "parse_report_bytes",
     "parse_request",
     "parse_request_bytes",
     "report_dataset",
     "request_dataset",
+    "transaction_uid_of",
 ]
 
 #: Storage Commitment Push Model SOP Class and its well-known instance (PS3.4 J.3.5).
@@ -514,6 +518,44 @@ class _Reader:
         return bytes(self.data[pos:end]).decode("ascii", "replace").rstrip("\x00 ")
 
 
+def _references(
+    reader: _Reader, at: int, length: int, explicit: bool
+) -> list[tuple[str, str, int | None]]:
+    """(class, instance, Failure Reason or None) of each item of a sequence of references."""
+    out = []
+    for start, stop in reader.items(at, length, explicit):
+        sop_class = sop_instance = ""
+        reason = None
+        for inner, size, vat in reader.elements(start, stop, explicit):
+            if size == _UNDEFINED:
+                continue
+            if inner == _REFERENCED_SOP_CLASS_UID:
+                sop_class = reader.text(vat, vat + size)
+            elif inner == _REFERENCED_SOP_INSTANCE_UID:
+                sop_instance = reader.text(vat, vat + size)
+            elif inner == _FAILURE_REASON and size == 2:
+                reason = _U16.unpack_from(reader.data, vat)[0]
+        out.append((sop_class, sop_instance, reason))
+    return out
+
+
+def _read(
+    raw: bytes | memoryview, explicit: bool, *, top_level_only: bool = False
+) -> tuple[str, dict[int, list[tuple[str, str, int | None]]]]:
+    """The Transaction UID and the reference sequences (by tag) of a request or report."""
+    reader = _Reader(raw, explicit)
+    transaction = ""
+    sequences: dict[int, list[tuple[str, str, int | None]]] = {}
+    for tag, length, at in reader.elements(0, len(raw), explicit):
+        if tag == _TRANSACTION_UID and length != _UNDEFINED:
+            transaction = reader.text(at, at + length)
+            if top_level_only:
+                break
+        elif tag in (_REFERENCED_SOP_SEQUENCE, _FAILED_SOP_SEQUENCE) and not top_level_only:
+            sequences[tag] = _references(reader, at, length, explicit)
+    return transaction, sequences
+
+
 def parse_request_bytes(
     raw: bytes | memoryview | None, transfer_syntax: str
 ) -> tuple[str, list[tuple[str, str]]] | None:
@@ -525,30 +567,58 @@ def parse_request_bytes(
         return None
     if raw is None:
         raise CommitmentRequestError("the N-ACTION has no data set", INVALID_ARGUMENT_VALUE)
-    reader = _Reader(raw, explicit)
-    transaction = ""
-    items: list[tuple[str, str]] | None = None
     try:
-        for tag, length, at in reader.elements(0, len(raw), explicit):
-            if tag == _TRANSACTION_UID and length != _UNDEFINED:
-                transaction = reader.text(at, at + length)
-            elif tag == _REFERENCED_SOP_SEQUENCE:
-                items = []
-                for start, stop in reader.items(at, length, explicit):
-                    sop_class = sop_instance = ""
-                    for inner, size, vat in reader.elements(start, stop, explicit):
-                        if size == _UNDEFINED:
-                            continue
-                        if inner == _REFERENCED_SOP_CLASS_UID:
-                            sop_class = reader.text(vat, vat + size)
-                        elif inner == _REFERENCED_SOP_INSTANCE_UID:
-                            sop_instance = reader.text(vat, vat + size)
-                    items.append((sop_class, sop_instance))
+        transaction, sequences = _read(raw, explicit)
     except (_Malformed, struct.error) as exc:
         raise CommitmentRequestError(
             f"the Action Information cannot be decoded: {exc}", INVALID_ARGUMENT_VALUE
         ) from None
-    return _checked(transaction, items)
+    refs = sequences.get(_REFERENCED_SOP_SEQUENCE)
+    return _checked(transaction, None if refs is None else [(c, i) for c, i, _r in refs])
+
+
+def parse_report_bytes(
+    raw: bytes | memoryview | None, transfer_syntax: str
+) -> CommitmentReport | None:
+    """``parse_report`` straight from the N-EVENT-REPORT-RQ's data set bytes; None for a
+    transfer syntax other than implicit/explicit VR little endian (decode it with pydicom
+    then); ValueError for bytes that are no data set."""
+    explicit = _LITTLE_ENDIAN.get(transfer_syntax)
+    if explicit is None:
+        return None
+    if raw is None:
+        raise ValueError("no event information")
+    try:
+        transaction, sequences = _read(raw, explicit)
+    except (_Malformed, struct.error) as exc:
+        raise ValueError(f"the event information cannot be decoded: {exc}") from None
+    for items in sequences.values():
+        for n, (sop_class, sop_instance, _reason) in enumerate(items, 1):
+            if not (sop_class and sop_instance):
+                raise ValueError(
+                    f"item {n} lacks its Referenced SOP Class UID or Referenced SOP Instance UID"
+                )
+    return CommitmentReport(
+        transaction,
+        [(c, i) for c, i, _r in sequences.get(_REFERENCED_SOP_SEQUENCE, [])],
+        [
+            (c, i, PROCESSING_FAILURE if r is None else r)
+            for c, i, r in sequences.get(_FAILED_SOP_SEQUENCE, [])
+        ],
+    )
+
+
+def transaction_uid_of(raw: bytes | memoryview | None, transfer_syntax: str) -> str | None:
+    """The Transaction UID of a commitment request or report's bytes, read without the
+    sequences (a sequence of defined length is stepped over at once); None when the syntax is
+    not little endian or the bytes cannot be read."""
+    explicit = _LITTLE_ENDIAN.get(transfer_syntax)
+    if explicit is None or raw is None:
+        return None
+    try:
+        return _read(raw, explicit, top_level_only=True)[0]
+    except (_Malformed, struct.error):
+        return None
 
 
 def _uid_element(tag: int, value: str, explicit: bool) -> bytes:
@@ -567,6 +637,25 @@ def _sequence(tag: int, items: list[bytes], explicit: bool) -> bytes:
     else:
         head = _TAG_LENGTH.pack(tag >> 16, tag & 0xFFFF, len(body))
     return head + body
+
+
+def encode_request(
+    transaction_uid: str, references: Iterable[tuple[str, str]], transfer_syntax: str
+) -> bytes | None:
+    """The N-ACTION-RQ data set asking to commit ``references`` (``request_dataset``) encoded
+    in ``transfer_syntax``, with defined lengths; None for a syntax other than implicit/explicit
+    VR little endian (encode ``request_dataset`` with pydicom then)."""
+    explicit = _LITTLE_ENDIAN.get(transfer_syntax)
+    if explicit is None:
+        return None
+    items = [
+        _uid_element(_REFERENCED_SOP_CLASS_UID, c, explicit)
+        + _uid_element(_REFERENCED_SOP_INSTANCE_UID, i, explicit)
+        for c, i in references
+    ]
+    return _uid_element(_TRANSACTION_UID, transaction_uid, explicit) + _sequence(
+        _REFERENCED_SOP_SEQUENCE, items, explicit
+    )
 
 
 def encode_report(report: CommitmentReport, transfer_syntax: str) -> bytes | None:
