@@ -179,6 +179,14 @@ async def commit(port: int, refs: list[tuple[str, str]]) -> float:
     return elapsed
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
@@ -203,6 +211,7 @@ def main() -> None:
             broad, n_broad = asyncio.run(c_find(port, BROAD, 3))
             dcmtk = findscu(port, args.repeat)
             seconds = [asyncio.run(commit(port, refs)) for _ in range(3)]
+            peak = peak_rss_mb(server.pid)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(60)
@@ -218,6 +227,7 @@ def main() -> None:
     print(f"storage commitment of {args.instances} instances, N-ACTION to report at the client: "
           f"{', '.join(f'{s:.2f}' for s in seconds)} s (median {statistics.median(seconds):.2f} s); "
           f"the archive's check: {', '.join(f'{c:.2f}' for c in checks)} s")  # fmt: skip
+    print(f"dicomnet serve's peak RSS over the whole run: {peak:.0f} MB")
     if args.keep is None:
         shutil.rmtree(root.parent, ignore_errors=True)
 

@@ -630,13 +630,18 @@ def _uid_element(tag: int, value: str, explicit: bool) -> bytes:
     return _TAG_LENGTH.pack(tag >> 16, tag & 0xFFFF, len(data)) + data
 
 
-def _sequence(tag: int, items: list[bytes], explicit: bool) -> bytes:
-    body = b"".join(_TAG_LENGTH.pack(0xFFFE, 0xE000, len(item)) + item for item in items)
+def _append_sequence(out: bytearray, tag: int, items: Iterable[bytes], explicit: bool) -> None:
+    """Append a sequence of defined length with ``items`` (each an item's content), writing
+    into ``out`` once: its length is filled in at the end."""
     if explicit:
-        head = struct.pack("<HH2s2xI", tag >> 16, tag & 0xFFFF, b"SQ", len(body))
+        out += struct.pack("<HH2s2xI", tag >> 16, tag & 0xFFFF, b"SQ", 0)
     else:
-        head = _TAG_LENGTH.pack(tag >> 16, tag & 0xFFFF, len(body))
-    return head + body
+        out += _TAG_LENGTH.pack(tag >> 16, tag & 0xFFFF, 0)
+    start = len(out)
+    for item in items:
+        out += _TAG_LENGTH.pack(0xFFFE, 0xE000, len(item))
+        out += item
+    _U32.pack_into(out, start - 4, len(out) - start)
 
 
 def encode_request(
@@ -648,42 +653,42 @@ def encode_request(
     explicit = _LITTLE_ENDIAN.get(transfer_syntax)
     if explicit is None:
         return None
-    items = [
+    out = bytearray(_uid_element(_TRANSACTION_UID, transaction_uid, explicit))
+    items = (
         _uid_element(_REFERENCED_SOP_CLASS_UID, c, explicit)
         + _uid_element(_REFERENCED_SOP_INSTANCE_UID, i, explicit)
         for c, i in references
-    ]
-    return _uid_element(_TRANSACTION_UID, transaction_uid, explicit) + _sequence(
-        _REFERENCED_SOP_SEQUENCE, items, explicit
     )
+    _append_sequence(out, _REFERENCED_SOP_SEQUENCE, items, explicit)
+    return bytes(out)
 
 
 def encode_report(report: CommitmentReport, transfer_syntax: str) -> bytes | None:
     """The N-EVENT-REPORT-RQ data set of ``report`` (``report_dataset``) encoded in
-    ``transfer_syntax``, with defined lengths; None for a syntax other than implicit/explicit
-    VR little endian (encode ``report_dataset`` with pydicom then)."""
+    ``transfer_syntax``, with defined lengths, in one buffer; None for a syntax other than
+    implicit/explicit VR little endian (encode ``report_dataset`` with pydicom then)."""
     explicit = _LITTLE_ENDIAN.get(transfer_syntax)
     if explicit is None:
         return None
-    parts = [_uid_element(_TRANSACTION_UID, report.transaction_uid, explicit)]
+    out = bytearray(_uid_element(_TRANSACTION_UID, report.transaction_uid, explicit))
     if explicit:
         reason_head = _TAG_VR_SHORT.pack(0x0008, 0x1197, b"US", 2)
     else:
         reason_head = _TAG_LENGTH.pack(0x0008, 0x1197, 2)
     if report.failure:  # (0008,1198) before (0008,1199): ascending tags (PS3.5 §7.1)
-        failed = [
+        failed = (
             _uid_element(_REFERENCED_SOP_CLASS_UID, c, explicit)
             + _uid_element(_REFERENCED_SOP_INSTANCE_UID, i, explicit)
             + reason_head
             + _U16.pack(reason)
             for c, i, reason in report.failure
-        ]
-        parts.append(_sequence(_FAILED_SOP_SEQUENCE, failed, explicit))
+        )
+        _append_sequence(out, _FAILED_SOP_SEQUENCE, failed, explicit)
     if report.success:
-        done = [
+        done = (
             _uid_element(_REFERENCED_SOP_CLASS_UID, c, explicit)
             + _uid_element(_REFERENCED_SOP_INSTANCE_UID, i, explicit)
             for c, i in report.success
-        ]
-        parts.append(_sequence(_REFERENCED_SOP_SEQUENCE, done, explicit))
-    return b"".join(parts)
+        )
+        _append_sequence(out, _REFERENCED_SOP_SEQUENCE, done, explicit)
+    return bytes(out)
