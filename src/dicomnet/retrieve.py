@@ -461,6 +461,8 @@ async def answer_n_request(
         await assoc.send_message(request.context.context_id, rsp, data)
     except DicomNetError as exc:
         log.warning("[%s] cannot answer %s: %s", assoc.info, name, exc)
+    finally:
+        request.responded.set()
 
 
 # -- storage commitment reports (PS3.4 J.3.3) ------------------------------------------------------
