@@ -13,17 +13,18 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
 from dicomnet.cli.common import CONTEXT_SETTINGS, client_main, setup_logging
+from dicomnet.cli.common import scan_files as _scan
 from dicomnet.cli.qr import COMMANDS as QR_COMMANDS
 from dicomnet.cli.serve import serve
+from dicomnet.cli.web import web
 from dicomnet.client import CStoreRequest, DicomClient, Request
-from dicomnet.dataset import FileInfo, NotDicomError, read_file_info
+from dicomnet.dataset import FileInfo
 from dicomnet.dimse.status import StatusCategory, category, describe
 from dicomnet.errors import NegotiationError
 from dicomnet.negotiation import contexts_for
@@ -106,34 +107,6 @@ def echo(
 
 
 # --- store ----------------------------------------------------------------------------------------
-
-
-def _iter_paths(paths: Sequence[str], recursive: bool) -> Iterator[Path]:
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            walker = path.rglob("*") if recursive else path.glob("*")
-            for child in sorted(walker):
-                if child.is_file():
-                    yield child
-        else:
-            yield path
-
-
-def _scan(paths: Sequence[str], recursive: bool) -> tuple[list[FileInfo], list[tuple[Path, str]]]:
-    """The DICOM files among ``paths`` (their meta information only) and the skipped ones."""
-    files: list[FileInfo] = []
-    skipped: list[tuple[Path, str]] = []
-    for path in _iter_paths(paths, recursive):
-        try:
-            files.append(read_file_info(path))
-        except NotDicomError as exc:
-            skipped.append((path, str(exc)))
-        except OSError as exc:
-            skipped.append((path, f"{path}: {exc.strerror or exc}"))
-        except Exception as exc:  # pydicom's own errors on broken meta information
-            skipped.append((path, f"{path}: not readable as DICOM ({exc})"))
-    return files, skipped
 
 
 @main.command()
@@ -405,7 +378,7 @@ def index_command(storage: str, fresh: bool, quiet: bool, verbose: int) -> None:
     )
 
 
-for _command in (serve, *QR_COMMANDS):
+for _command in (serve, *QR_COMMANDS, web):
     main.add_command(_command)
 
 if __name__ == "__main__":

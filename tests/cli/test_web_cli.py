@@ -1,0 +1,188 @@
+"""``dicomnet web search|retrieve|store`` as a user runs them, against a DICOMweb server on
+127.0.0.1: STOW of a folder (non-DICOM files skipped), QIDO as a table, DICOM JSON and CSV,
+WADO-RS of a study into a folder (the data sets byte for byte), and the exit codes: 0 ok, 1 a
+failed operation, 2 an unreachable or refusing server or a bad command line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from tests.cli.conftest import IN_SUBFOLDER, Mixed, dataset_bytes, dicomnet
+from tests.helpers import free_port, wait_for_port, write_ct
+
+pytest.importorskip("aiohttp")
+
+
+class WebServer:
+    """A DICOMweb server on a storage folder, in a subprocess stopped by its PID."""
+
+    def __init__(self, storage: Path) -> None:
+        self.storage = storage
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/dicom-web"
+        self._log = open(storage.parent / f"web-{self.port}.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dicomnet.web", str(storage), "--port", str(self.port),
+             "--no-fsync"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for_port(self.port, self.proc, timeout=30)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[WebServer]:
+    web = WebServer(tmp_path / "store")
+    yield web
+    web.stop()
+
+
+def test_store_search_retrieve(server: WebServer, mixed: Mixed, tmp_path: Path) -> None:
+    # STOW of a folder: every DICOM file (sub-folder with -r), the others reported and skipped
+    stored = dicomnet("web", "store", server.url, str(mixed.folder), "-r", "--batch", "3")
+    assert stored.returncode == 0, stored.stderr
+    count = len(mixed.files)
+    assert f"stored {count} of {count} files" in stored.stderr
+    assert f"{len(mixed.not_dicom)} skipped" in stored.stderr
+    on_disk = {dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in server_files(server)}
+    sent = {dcmread(f.path, stop_before_pixels=True).SOPInstanceUID for f in mixed.files.values()}
+    assert on_disk == sent  # (one file's meta information names another SOP Instance UID)
+
+    # QIDO: JSON (as the server answered), CSV and a table
+    result = dicomnet("web", "search", server.url, "-L", "instances", "--json", "-q")
+    assert result.returncode == 0, result.stderr
+    matches = json.loads(result.stdout)
+    assert {m["00080018"]["Value"][0] for m in matches} == sent
+
+    ct = mixed.files["CT_small.dcm"]
+    ct_ds = dcmread(ct.path, stop_before_pixels=True)
+    result = dicomnet(
+        "web", "search", server.url, "-k", "0008,0020", "-k", f"StudyInstanceUID={ct_ds.StudyInstanceUID}",
+        "--csv",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["StudyInstanceUID"] for r in rows] == [ct_ds.StudyInstanceUID]
+    assert list(rows[0])[:2] == ["StudyDate", "StudyInstanceUID"]  # the -k keys first
+    assert rows[0]["StudyDate"] == ct_ds.StudyDate
+    assert "1 match in" in result.stderr
+
+    result = dicomnet("web", "search", server.url, "-L", "series", "--study",
+                      ct_ds.StudyInstanceUID)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert ct_ds.SeriesInstanceUID in result.stdout and "SeriesInstanceUID" in result.stdout
+
+    # WADO-RS of the study into a folder, as stored
+    out = tmp_path / "got"
+    result = dicomnet("web", "retrieve", server.url, ct_ds.StudyInstanceUID, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "retrieved 1 instance " in result.stderr
+    assert [p.name for p in out.iterdir()] == [f"{ct.sop_instance_uid}.dcm"]
+    assert dataset_bytes(out / f"{ct.sop_instance_uid}.dcm") == dataset_bytes(ct.path)
+
+
+def server_files(server: WebServer) -> list[Path]:
+    return [p for p in server.storage.rglob("*.dcm") if ".incoming" not in p.parts]
+
+
+def test_retrieve_a_series_in_the_default_transfer_syntax(
+    server: WebServer, tmp_path: Path
+) -> None:
+    study = "1.2.826.0.1.3680043.10.1472.99.1"
+    paths = [write_ct(tmp_path / "in" / f"{n}.dcm", study_uid=study, series_uid=f"{study}.1")
+             for n in range(3)]  # fmt: skip
+    assert dicomnet("web", "store", server.url, str(tmp_path / "in"), "-q").returncode == 0
+    out = tmp_path / "series"
+    result = dicomnet("web", "retrieve", server.url, study, f"{study}.1", "--out", str(out),
+                      "--transfer-syntax", "default", "-q")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.stem for p in out.iterdir()) == sorted(ds.SOPInstanceUID for ds in paths)
+    for path in out.iterdir():
+        assert dcmread(path).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+
+
+def test_failures_exit_with_1(server: WebServer, tmp_path: Path) -> None:
+    ds = write_ct(tmp_path / "in" / "a.dcm")
+    # a study other than the instance's: not stored, the reason named
+    result = dicomnet("web", "store", server.url, str(tmp_path / "in"), "--study", "1.2.3.4")
+    assert result.returncode == 1
+    assert "stored 0 of 1 files" in result.stderr
+    assert f"failed: {ds.SOPInstanceUID}: FailureReason 0xA901" in result.stderr
+    # nothing to retrieve
+    result = dicomnet("web", "retrieve", server.url, "1.2.3.4", "--out", str(tmp_path / "o"))
+    assert result.returncode == 1
+    assert "HTTP 404" in result.stderr
+    # a match value the server refuses
+    result = dicomnet("web", "search", server.url, "-k", "StudyDate=2024-")
+    assert result.returncode == 1
+    assert "HTTP 400" in result.stderr
+    # no DICOM file to send
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "notes.txt").write_text("not DICOM")
+    result = dicomnet("web", "store", server.url, str(tmp_path / "text"))
+    assert result.returncode == 1
+    assert "nothing to send" in result.stderr
+
+
+def test_unreachable_server_and_bad_command_lines_exit_with_2(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/dicom-web"
+    for args in (
+        ("search", url),
+        ("retrieve", url, "1.2.3", "--out", str(tmp_path / "o")),
+        ("store", url, str(write_path(tmp_path))),
+    ):
+        result = dicomnet("web", *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "cannot reach the server" in result.stderr
+    result = dicomnet("web", "search", url, "-k", "PatientNme=X")
+    assert result.returncode == 2 and "unknown attribute 'PatientNme'" in result.stderr
+    result = dicomnet("web", "search", "pacs:8042", "-q")
+    assert result.returncode == 2 and "DICOMweb root" in result.stderr
+    result = dicomnet("web", "retrieve", url, "1.2.x", "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "not a valid UID" in result.stderr
+
+
+def write_path(tmp_path: Path) -> Path:
+    path = tmp_path / "one.dcm"
+    write_ct(path)
+    return path
+
+
+def test_refused_is_2_and_other_http_errors_are_1() -> None:
+    """401/403 are a refusal (as a rejected association), other statuses a failed operation."""
+    from dicomnet.cli.web import _web_main
+    from dicomnet.web.client import DicomWebError
+
+    for status, code in ((401, 2), (403, 2), (404, 1), (500, 1), (409, 1)):
+
+        async def fail(status: int = status) -> int:
+            raise DicomWebError(status, "no", "http://x/dicom-web")
+
+        assert _web_main(fail) == code, status
+
+
+def test_subfolders_only_with_recursive(server: WebServer, mixed: Mixed) -> None:
+    result = dicomnet("web", "store", server.url, str(mixed.folder), "-q")
+    assert result.returncode == 0, result.stderr
+    top = len(mixed.files) - len(IN_SUBFOLDER)
+    assert f"stored {top} of {top} files" in result.stderr
