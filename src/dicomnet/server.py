@@ -45,6 +45,7 @@ from dicomnet.dimse.ids import MessageIds
 from dicomnet.dimse.status import RetrieveStatus, Status
 from dicomnet.dispatch import RequestDispatcher
 from dicomnet.errors import AssociationAborted, DicomNetError, reject_description
+from dicomnet.fsm import State
 from dicomnet.negotiation import (
     DEFAULT_MAX_PDU_LENGTH,
     build_accept,
@@ -256,6 +257,11 @@ class _AssociationRunner:
         except Exception:
             log.exception("[%s] on_association_request failed; rejecting", info)
             decision = request.reject(RejectResult.TRANSIENT, RejectSource.SERVICE_USER)
+        if assoc.closed.done() or assoc.conn.state is not State.STA3:
+            # The peer aborted (or sent a PDU that made us abort, AA-8 in Sta3) while the
+            # service decided: there is nobody to answer any more.
+            log.info("[%s] association ended before it was answered", info)
+            return False
         if not decision.accepted:
             rj = build_reject(decision)
             log.info("[%s] association rejected: %s", info, _rj_text(rj))
