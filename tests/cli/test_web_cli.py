@@ -1,60 +1,47 @@
-"""``dicomnet web search|retrieve|store`` as a user runs them, against a DICOMweb server on
-127.0.0.1: STOW of a folder (non-DICOM files skipped), QIDO as a table, DICOM JSON and CSV,
-WADO-RS of a study into a folder (the data sets byte for byte), and the exit codes: 0 ok, 1 a
-failed operation, 2 an unreachable or refusing server or a bad command line."""
+"""``dicomnet web search|retrieve|store`` as a user runs them, against ``dicomnet serve
+--http-port`` on 127.0.0.1: STOW of a folder (non-DICOM files skipped), QIDO as a table, DICOM
+JSON and CSV, WADO-RS of a study into a folder (the data sets byte for byte), the exit codes (0
+ok, 1 a failed operation, 2 an unreachable or refusing server or a bad command line), and DICOM
+and DICOMweb on one archive: C-STORE then QIDO/WADO, STOW then C-FIND, metadata computed at
+ingest."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import signal
-import subprocess
-import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
-from tests.cli.conftest import IN_SUBFOLDER, Mixed, dataset_bytes, dicomnet
+from tests.cli.conftest import IN_SUBFOLDER, Mixed, Serve, dataset_bytes, dicomnet
 from tests.helpers import free_port, wait_for_port, write_ct
 
 pytest.importorskip("aiohttp")
 
 
+@dataclass
 class WebServer:
-    """A DICOMweb server on a storage folder, in a subprocess stopped by its PID."""
+    """``dicomnet serve`` with DICOMweb on a free port (DICOM on another)."""
 
-    def __init__(self, storage: Path) -> None:
-        self.storage = storage
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/dicom-web"
-        self._log = open(storage.parent / f"web-{self.port}.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dicomnet.web", str(storage), "--port", str(self.port),
-             "--no-fsync"],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        wait_for_port(self.port, self.proc, timeout=30)  # type: ignore[arg-type]
+    serve: Serve
+    url: str
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+    @property
+    def storage(self) -> Path:
+        return self.serve.storage
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[WebServer]:
-    web = WebServer(tmp_path / "store")
-    yield web
-    web.stop()
+def server(serve: Callable[..., Serve]) -> WebServer:
+    http = free_port()
+    started = serve("--http-port", str(http), "--no-fsync")
+    wait_for_port(http, started.proc)  # type: ignore[arg-type]
+    return WebServer(started, f"http://127.0.0.1:{http}/dicom-web")
 
 
 def test_store_search_retrieve(server: WebServer, mixed: Mixed, tmp_path: Path) -> None:
@@ -186,3 +173,43 @@ def test_subfolders_only_with_recursive(server: WebServer, mixed: Mixed) -> None
     assert result.returncode == 0, result.stderr
     top = len(mixed.files) - len(IN_SUBFOLDER)
     assert f"stored {top} of {top} files" in result.stderr
+
+
+def test_dicom_and_dicomweb_on_one_archive(server: WebServer, tmp_path: Path) -> None:
+    """C-STORE (dicomnet store) then QIDO and WADO-RS see it, its metadata computed at ingest;
+    STOW (dicomnet web store) then C-FIND (dicomnet find) sees it."""
+    import sqlite3
+
+    study = "1.2.826.0.1.3680043.10.1472.99.2"
+    by_dimse = write_ct(tmp_path / "dimse" / "a.dcm", study_uid=study, patient_id="ONE")
+    by_web = write_ct(tmp_path / "web" / "b.dcm", study_uid=study, patient_id="ONE")
+    port = str(server.serve.port)
+    result = dicomnet("store", "127.0.0.1", port, str(tmp_path / "dimse"), "--aec", "DICOMNET")
+    assert result.returncode == 0, result.stderr
+    result = dicomnet("web", "search", server.url, "-L", "instances", "--study", study, "--csv")
+    assert result.returncode == 0, result.stderr
+    assert [r["SOPInstanceUID"] for r in csv.DictReader(io.StringIO(result.stdout))] == [
+        by_dimse.SOPInstanceUID
+    ]
+    index = server.storage / ".dicomnet-index.sqlite"
+    deadline = time.monotonic() + 30  # written by a worker thread after the C-STORE answer
+    while True:  # the fragment is computed at ingest, not on request (nothing asked for it)
+        with sqlite3.connect(index) as db:
+            rows = db.execute("SELECT sop_instance_uid FROM instance_metadata").fetchall()
+        if rows or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert rows == [(by_dimse.SOPInstanceUID,)]
+    assert dicomnet("web", "store", server.url, str(tmp_path / "web"), "-q").returncode == 0
+    result = dicomnet("find", "127.0.0.1", port, "--aec", "DICOMNET", "-L", "IMAGE", "--csv",
+                      "-k", f"StudyInstanceUID={study}",
+                      "-k", f"SeriesInstanceUID={by_web.SeriesInstanceUID}")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    found = [r["SOPInstanceUID"] for r in csv.DictReader(io.StringIO(result.stdout))]
+    assert found == [by_web.SOPInstanceUID]
+    out = tmp_path / "both"
+    result = dicomnet("web", "retrieve", server.url, study, "--out", str(out), "-q")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.stem for p in out.iterdir()) == sorted(
+        [by_dimse.SOPInstanceUID, by_web.SOPInstanceUID]
+    )

@@ -317,13 +317,20 @@ async def _store(
     is_flag=True,
     help="Delete the index first and build it from nothing (not while a server uses it).",
 )
+@click.option(
+    "--no-metadata",
+    is_flag=True,
+    help="Skip the DICOMweb metadata of each instance (then computed on first request).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, only the summary.")
 @click.option("-v", "--verbose", count=True, help="Log every file skipped (-v) and more (-vv).")
-def index_command(storage: str, fresh: bool, quiet: bool, verbose: int) -> None:
+def index_command(storage: str, fresh: bool, no_metadata: bool, quiet: bool, verbose: int) -> None:
     """Build or rebuild the query/retrieve index of STORAGE (STORAGE/.dicomnet-index.sqlite),
     e.g. of a folder written by DCMTK's storescp or copied from elsewhere: every DICOM file in
     any layout is (re)indexed, rows whose file is gone are dropped, other files are skipped.
-    Safe while `dicomnet serve` runs on the folder (unless --fresh)."""
+    The DICOMweb metadata of every instance (one JSON fragment each, in the same file) is
+    computed where it is missing or stale. Safe while `dicomnet serve` runs on the folder
+    (unless --fresh)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from dicomnet.archive.index import build_index, iter_files, reconcile
@@ -360,7 +367,8 @@ def index_command(storage: str, fresh: bool, quiet: bool, verbose: int) -> None:
         with progress:
             task = progress.add_task("index", total=total)
             indexed = build_index(root, index, lambda n: progress.update(task, completed=n))
-        _added, dropped = reconcile(index, root)  # rows of files that are gone
+            _added, dropped = reconcile(index, root)  # rows of files that are gone
+            fragments = 0 if no_metadata else _index_metadata(root, index, progress)
         entities: tuple[set[str | None], ...] = (set(), set(), set())
         for r in index.records():
             for seen, value in zip(
@@ -375,7 +383,21 @@ def index_command(storage: str, fresh: bool, quiet: bool, verbose: int) -> None:
         f"indexed {indexed} of {total} files in {seconds:.1f} s "
         f"({total - indexed} skipped, {dropped} stale rows dropped): "
         f"{patients} patients, {studies} studies, {series} series"
+        + ("" if no_metadata else f"; DICOMweb metadata of {fragments} instances computed")
     )
+
+
+def _index_metadata(root: Path, index: Any, progress: Any) -> int:
+    """The metadata fragments of the indexed instances that have none or a stale one."""
+    from dicomnet.archive.metadata import MetadataStore, build_metadata
+
+    records = [(r.sop_instance_uid, r.path) for r in index.records()]
+    store = MetadataStore(index.path)
+    try:
+        task = progress.add_task("metadata", total=len(records))
+        return build_metadata(root, records, store, lambda n: progress.update(task, completed=n))
+    finally:
+        store.close()
 
 
 for _command in (serve, *QR_COMMANDS, web):
