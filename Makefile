@@ -12,11 +12,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,fast,codecs,web]'
 	touch $(STAMP)
 
-## make serve: a storage node on 127.0.0.1:11112 (AE DICOMNET) writing into ./dicom-store
-## (more options: make serve SERVE_ARGS="--port 11113 --allow-ae CT1"; see dicomnet serve --help)
+## make serve: DICOM on 127.0.0.1:11112 (AE DICOMNET) and the web page + DICOMweb on
+## http://127.0.0.1:8042 (/dicom-web), one archive in ./dicom-store; OHIF at /viewer once
+## `make ohif` has run (more options: make serve SERVE_ARGS="--port 11113 --allow-ae CT1")
 SERVE_ARGS ?=
 serve: $(STAMP)
-	$(BIN)/dicomnet serve $(SERVE_ARGS)
+	$(BIN)/dicomnet serve $(if $(wildcard $(OHIF_STAMP)),--viewer ohif) $(SERVE_ARGS)
 
 ## make ohif: the prebuilt OHIF viewer (npm's @ohif/app, its dist folder only) into ohif/dist,
 ## git-ignored, for `dicomnet serve --viewer ohif`; fetched once (the stamp names the version)

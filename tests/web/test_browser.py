@@ -1,5 +1,6 @@
 """The web pages in a real browser: Debian's headless chromium driven by playwright (its
-``executable_path``, never a browser download), against the DICOMweb server in a subprocess.
+``executable_path``, never a browser download), against ``dicomnet serve --viewer ohif`` in a
+subprocess, on a folder indexed by ``dicomnet index``.
 
 - The OHIF viewer (``make ohif``) at ``/viewer``: the study list shows the archive's studies, a
   CT series opens, every request succeeds, the image is not blank.
@@ -99,23 +100,27 @@ def make_archive(root: Path) -> Data:
 
 
 class Server:
-    """The DICOMweb server on the archive's folder, in a subprocess stopped by its PID."""
+    """``dicomnet serve`` on the archive's folder (indexed first by ``dicomnet index``, which
+    computes the metadata fragments), DICOMweb on a free port, in a subprocess stopped by PID."""
 
     def __init__(self, root: Path, *args: str) -> None:
-        from dicomnet.archive.index import SQLiteIndex, build_index
-
-        with SQLiteIndex(root / ".dicomnet-index.sqlite") as index:
-            build_index(root, index)
+        dicomnet = [sys.executable, "-m", "dicomnet"]
+        indexed = subprocess.run([*dicomnet, "index", str(root)], capture_output=True, text=True,
+                                 timeout=120, check=False)  # fmt: skip
+        assert indexed.returncode == 0, indexed.stderr
+        assert "DICOMweb metadata of" in indexed.stdout
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = root.parent / f"web-{self.port}.log"
+        self.log_path = root.parent / f"serve-{self.port}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115
+        dicom_port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dicomnet.web", str(root), "--port", str(self.port), *args],
+            [*dicomnet, "serve", "--storage", str(root), "--port", str(dicom_port),
+             "--http-port", str(self.port), "--no-fsync", *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
-        )
-        wait_for_port(self.port, self.proc, timeout=30)  # type: ignore[arg-type]
+        )  # fmt: skip
+        wait_for_port(dicom_port, self.proc, timeout=30)  # type: ignore[arg-type]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -136,7 +141,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Data:
 @pytest.fixture(scope="module")
 def server(archive: Data) -> Iterator[Server]:
     require_chromium()  # before the server: a skip costs nothing
-    args = ["--viewer-dir", str(require_ohif())] if _ohif_available() else []
+    args = ["--viewer", "ohif", "--viewer-dir", str(require_ohif())] if _ohif_available() else []
     web = Server(archive.root, *args)
     yield web
     web.stop()
