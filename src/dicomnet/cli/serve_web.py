@@ -4,7 +4,8 @@ DICOM side serves, and the metadata fragments computed as instances arrive.
 Rules: one process serves DICOM and DICOMweb on one event loop, one storage folder and one index;
 the storage service's ``IndexWriter`` is the web application's too (STOW rows go through it,
 searches flush it first), and every instance stored by C-STORE has its metadata fragment
-computed off the event loop (``MetadataWriter``) as STOW's are. The socket is bound before
+computed as it arrives, by a child process at the lowest CPU priority (``MetadataProcess``:
+pydicom in a thread would hold the GIL the event loop needs). The socket is bound before
 ``--workers`` forks, so every process accepts HTTP from it as it does DICOM. The default port
 (8042) is a convenience: when it is taken, DICOMweb is off with a warning and DICOM is served;
 a port that was asked for (``--http-port``, ``[web] port``) and cannot be bound is an error.
@@ -22,7 +23,7 @@ import click
 
 if TYPE_CHECKING:
     from dicomnet.archive.index import SQLiteIndex
-    from dicomnet.archive.metadata import MetadataStore, MetadataWriter
+    from dicomnet.archive.metadata import MetadataProcess, MetadataStore
     from dicomnet.web import WebConfig, WebServer
 
 log = logging.getLogger("dicomnet.cli")
@@ -127,16 +128,16 @@ class WebSide:
     ``await close()``, then ``close_files()`` before the index is closed."""
 
     def __init__(self, config: WebConfig, index: SQLiteIndex) -> None:
-        from dicomnet.archive.metadata import MetadataStore, MetadataWriter
+        from dicomnet.archive.metadata import MetadataProcess, MetadataStore
 
         self.config = config
         self.index = index
         self.store: MetadataStore = MetadataStore(index.path)
-        self.fragments: MetadataWriter = MetadataWriter(self.store)
+        self.fragments: MetadataProcess = MetadataProcess(index.path)
         self.server: WebServer | None = None
 
     def on_stored(self, request: Any, path: Path) -> None:
-        """``StorageService.on_stored``: the instance's fragment, computed on a worker thread."""
+        """``StorageService.on_stored``: the instance's fragment, computed by the child."""
         self.fragments.add(request.sop_instance_uid, path)
 
     async def start(
