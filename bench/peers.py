@@ -153,6 +153,7 @@ def dicomnet_scp(
         str(folder),
         "--max-associations",
         "100",  # as the pynetdicom SCP; the default 64 leaves no headroom in row 4b
+        "--no-web",  # DICOM only, as the other SCPs (row 8 measures DICOMweb)
         "-q",
     ]
     if not fsync:

@@ -636,6 +636,7 @@ def write_results(
     args: argparse.Namespace,
     elapsed: float,
     qr_tables: str = "",
+    web_tables: str = "",
 ) -> None:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = [
@@ -665,6 +666,8 @@ def write_results(
     text += ["", *table(results), ""]
     if qr_tables:
         text += ["## Row 7: query/retrieve (bench/qr.py)", "", qr_tables, ""]
+    if web_tables:
+        text += ["## Row 8: DICOMweb against Orthanc (bench/web.py)", "", web_tables, ""]
     text += ["## Every run", "", *details(results), ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(text))
@@ -791,7 +794,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--rows",
         default=None,
-        help="rows to run, e.g. 1,2,5 (default: all; --quick: 1,2,3,4,6,7; 7 is bench/qr.py)",
+        help="rows to run, e.g. 1,2,5 (default: all; --quick: 1,2,3,4,6,7,8; 7 is bench/qr.py, "
+        "8 bench/web.py)",
     )
     parser.add_argument(
         "--reps", type=int, default=None, help="repetitions per row (default 3; --quick 1)"
@@ -821,7 +825,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args(argv)
     args.reps = args.reps or (1 if args.quick else 3)
-    rows = set((args.rows or ("1,2,3,4,6,7" if args.quick else "1,2,3,4,5,6,7")).split(","))
+    rows = set((args.rows or ("1,2,3,4,6,7,8" if args.quick else "1,2,3,4,5,6,7,8")).split(","))
     output = args.output or (OUT / "results-quick.md" if args.quick else BENCH / "results.md")
 
     sets = data.ensure()
@@ -843,13 +847,40 @@ def main(argv: list[str]) -> int:
         find, retrieve = qr.run(args.quick)
         qr_tables = qr.markdown(find, retrieve)
         qr_failed = any(r.problem for r in retrieve)
+    web_tables = ""
+    web_failed = False
+    if "8" in rows:
+        web_tables, web_failed = run_web(args.quick)
     elapsed = time.perf_counter() - start
-    write_results(output, results, info, args, elapsed, qr_tables)
+    write_results(output, results, info, args, elapsed, qr_tables, web_tables)
     print("\n".join(table(results)))
     print(f"\n{elapsed:.0f} s; written to {output}")
     if qr_tables:
         print(qr_tables)
-    return 1 if qr_failed or any(r.error for r in results) else 0
+    if web_tables:
+        print(web_tables)
+    return 1 if qr_failed or web_failed or any(r.error for r in results) else 0
+
+
+def run_web(quick: bool) -> tuple[str, bool]:
+    """Row 8: bench/web.py in its own process (it runs in a network namespace of its own);
+    (its table, whether it failed). Without Orthanc the row is left out with a note."""
+    import subprocess
+
+    import web
+
+    print("row 8: DICOMweb against Orthanc (bench/web.py)", flush=True)
+    if not (Path(web.ORTHANC).exists() and Path(web.ORTHANC_PLUGIN).exists()):
+        note = "Orthanc is not installed (apt-get install orthanc orthanc-dicomweb): row 8 left out"
+        print(f"  {note}", flush=True)
+        return f"({note})", False
+    out = OUT / "web.md"
+    out.unlink(missing_ok=True)
+    command = [PYTHON, str(BENCH / "web.py"), "--output", str(out), *(["--quick"] if quick else [])]
+    code = subprocess.run(command, check=False).returncode
+    if not out.exists():
+        return f"(bench/web.py failed with exit code {code}; its output is above)", True
+    return out.read_text().strip(), code != 0
 
 
 if __name__ == "__main__":

@@ -457,7 +457,10 @@ def run_rows(data: WebData, servers: list[WebServer], reps: int, stow_rounds: in
         rows.append(row)
         for warm in range(3):
             for s in servers:
-                clients[s.name].request(*make(data, 1000 + warm))
+                try:
+                    clients[s.name].request(*make(data, 1000 + warm))
+                except (OSError, http.client.HTTPException) as exc:
+                    print(f"  warm-up of {s.name}: {exc!r} (connection made again)", flush=True)
         for rep in range(reps):
             order = servers if rep % 2 == 0 else servers[::-1]
             for s in order:
