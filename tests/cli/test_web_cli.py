@@ -10,6 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import signal
+import socket
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +21,8 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from tests.cli.conftest import IN_SUBFOLDER, Mixed, Serve, dataset_bytes, dicomnet
+from dicomnet.web.config import DEFAULT_HTTP_PORT
+from tests.cli.conftest import DICOMNET, IN_SUBFOLDER, Mixed, Serve, dataset_bytes, dicomnet
 from tests.helpers import free_port, wait_for_port, write_ct
 
 pytest.importorskip("aiohttp")
@@ -213,3 +217,93 @@ def test_dicom_and_dicomweb_on_one_archive(server: WebServer, tmp_path: Path) ->
     assert sorted(p.stem for p in out.iterdir()) == sorted(
         [by_dimse.SOPInstanceUID, by_web.SOPInstanceUID]
     )
+
+
+def test_workers_share_the_http_socket_and_stop_together(
+    serve: Callable[..., Serve], tmp_path: Path
+) -> None:
+    """--workers 2 with DICOMweb: both processes answer HTTP from the one socket bound before
+    the fork (each has its own fragment writer, a child at nice 19), every request succeeds,
+    and SIGTERM stops them all."""
+    import psutil
+
+    http = free_port()
+    server = serve("--workers", "2", "--http-port", str(http), "--no-fsync")
+    url = f"http://127.0.0.1:{http}/dicom-web"
+    wait_for_port(http, server.proc)  # type: ignore[arg-type]
+    for n in range(6):
+        write_ct(
+            tmp_path / "in" / f"{n}.dcm",
+            patient_id="W2",
+            study_uid="1.2.826.0.1.3680043.10.1472.99.3",
+        )
+    assert dicomnet("web", "store", url, str(tmp_path / "in"), "-q").returncode == 0
+    for _ in range(8):  # connections spread over both processes' accept calls
+        result = dicomnet("web", "search", url, "-k", "PatientID=W2", "--csv", "-q")
+        assert result.returncode == 0, result.stderr
+        rows = list(csv.DictReader(io.StringIO(result.stdout)))
+        assert [r["NumberOfStudyRelatedInstances"] for r in rows] == ["6"]
+    family = psutil.Process(server.proc.pid).children(recursive=True)
+    assert len(family) >= 3  # a worker, and a metadata child per process
+    assert server.stop() == 0
+    deadline = time.monotonic() + 10
+    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family):
+        assert time.monotonic() < deadline, [p.cmdline() for p in family if p.is_running()]
+        time.sleep(0.05)
+
+
+def test_http_port_errors_and_the_default_port_taken(tmp_path: Path) -> None:
+    """A port asked for that is taken: exit 2 before anything listens. --no-index with a web
+    option, or a viewer folder with no viewer: a usage error. The default port taken: DICOMweb
+    off with a warning, DICOM served."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = taken.getsockname()[1]
+        port = free_port()
+        result = dicomnet("serve", "--port", str(port), "--http-port", str(busy),
+                          "--storage", str(tmp_path / "a"))  # fmt: skip
+        assert result.returncode == 2
+        assert f"cannot listen for DICOMweb on 127.0.0.1:{busy}" in result.stderr
+    result = dicomnet("serve", "--port", str(free_port()), "--no-index", "--http-port", "0",
+                      "--storage", str(tmp_path / "b"))  # fmt: skip
+    assert result.returncode == 2 and "--no-index" in result.stderr
+    result = dicomnet("serve", "--port", str(free_port()), "--viewer-dir", str(tmp_path),
+                      "--storage", str(tmp_path / "c"))  # fmt: skip
+    assert result.returncode == 2 and "make ohif" in result.stderr
+    # the default port taken (by this test, or by whoever holds it): a warning, DICOM served
+    try:
+        holder: socket.socket | None = socket.create_server(("127.0.0.1", DEFAULT_HTTP_PORT))
+    except OSError:
+        holder = None  # taken already
+    try:
+        port = free_port()
+        log = tmp_path / "default.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen([*DICOMNET, "serve", "--port", str(port), "--storage",
+                                     str(tmp_path / "e")], stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+            try:
+                wait_for_port(port, proc)  # type: ignore[arg-type]
+                result = dicomnet("echo", "127.0.0.1", str(port), "--aec", "DICOMNET")
+                assert result.returncode == 0
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(30) == 0
+        assert "DICOMweb is off: cannot listen on 127.0.0.1:8042" in log.read_text()
+    finally:
+        if holder is not None:
+            holder.close()
+
+
+def test_index_computes_the_metadata(tmp_path: Path) -> None:
+    """`dicomnet index` writes the DICOMweb metadata of every instance, then only of new or
+    changed files; --no-metadata skips it."""
+    root = tmp_path / "folder"
+    for n in range(3):
+        write_ct(root / f"{n}.dcm")
+    result = dicomnet("index", str(root), "--no-metadata")
+    assert result.returncode == 0 and "DICOMweb" not in result.stdout
+    result = dicomnet("index", str(root))
+    assert result.returncode == 0, result.stderr
+    assert "DICOMweb metadata of 3 instances computed" in result.stdout
+    write_ct(root / "new.dcm")
+    result = dicomnet("index", str(root))
+    assert "DICOMweb metadata of 1 instances computed" in result.stdout
