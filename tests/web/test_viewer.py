@@ -67,6 +67,9 @@ async def test_index_and_bundles_are_rewritten_to_the_prefix(viewer_client: Any)
         response = await client.get("/viewer/app.bundle.1.js")
         assert response.headers["Content-Type"].startswith("text/javascript")
         assert await response.read() == BUNDLE.replace(b'p = "/"', b'p = "/viewer/"')
+        tag = response.headers["ETag"]  # revalidation of a rewritten file: 304, no body
+        again = await client.get("/viewer/app.bundle.1.js", headers={"If-None-Match": tag})
+        assert again.status == 304 and await again.read() == b""
         response = await client.get("/viewer/app.bundle.css")
         assert await response.read() == CSS.replace(b"url(/a1", b"url(/viewer/a1")
         for _ in range(2):  # from the file, then from what was learnt about it
