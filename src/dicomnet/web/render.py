@@ -281,7 +281,8 @@ def _windowed(values: Any, center: float, width: float, function: str) -> Any:
     import numpy as np
 
     if function == "SIGMOID":
-        return 255.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+        with np.errstate(over="ignore"):  # exp() to infinity far below the center: 0, right
+            return 255.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
     if function == "LINEAR_EXACT":
         return ((values - center) / width + 0.5).clip(0.0, 1.0) * 255.0
     if width <= 1:
