@@ -3,9 +3,9 @@
 Rules: no sockets, no asyncio, no clocks of its own (callers pass ``now``). Every PDU received and
 every primitive requested goes through the PS3.8 state machine in ``dicomnet.fsm``
 (``Machine.handle``); the actions the table names are carried out here, one small method per
-action, found in a table built once per connection. A peer that breaks the protocol gets an
-A-ABORT (queued in ``data_to_send()``) and an ``Aborted`` event, never an exception out of
-``next_events()``. A local primitive asked for in the wrong state raises ``LocalProtocolError``.
+action, found by name in ``_ACTIONS``. A peer that breaks the protocol gets an A-ABORT (queued in
+``data_to_send()``) and an ``Aborted`` event, never an exception out of ``next_events()``. A local
+primitive asked for in the wrong state raises ``LocalProtocolError``.
 
 The one way out for bytes: each method for a local primitive returns what to send, and a DIMSE
 message leaves only through ``send_message``, which fires the P-DATA request (Evt9: DT-1 in Sta6,
@@ -176,38 +176,6 @@ class Connection:
         self._invalid_reason: int = AbortReason.UNEXPECTED_PDU
         self._invalid_message: str | None = None
         self._state_before: State = self.machine.state
-        # Table 9-10 names the action, this table runs it: one method per action of Tables
-        # 9-6 to 9-9 (a unit test checks it covers fsm.ACTIONS).
-        self._actions: dict[str, Callable[[PDU | None], None]] = {
-            "AE-1": self._ae_1,
-            "AE-2": self._ae_2,
-            "AE-3": self._ae_3,
-            "AE-4": self._ae_4,
-            "AE-5": self._ae_5,
-            "AE-6": self._ae_6,
-            "AE-7": self._ae_7,
-            "AE-8": self._ae_8,
-            "DT-1": self._dt_1,
-            "DT-2": self._dt_2,
-            "AR-1": self._ar_1,
-            "AR-2": self._ar_2,
-            "AR-3": self._ar_3,
-            "AR-4": self._ar_4,
-            "AR-5": self._ar_5,
-            "AR-6": self._ar_6,
-            "AR-7": self._ar_7,
-            "AR-8": self._ar_8,
-            "AR-9": self._ar_9,
-            "AR-10": self._ar_10,
-            "AA-1": self._aa_1,
-            "AA-2": self._aa_2,
-            "AA-3": self._aa_3,
-            "AA-4": self._aa_4,
-            "AA-5": self._aa_5,
-            "AA-6": self._aa_6,
-            "AA-7": self._aa_7,
-            "AA-8": self._aa_8,
-        }
 
     # -- state -------------------------------------------------------------------------------
 
@@ -383,7 +351,7 @@ class Connection:
         # AE-6: every A-ASSOCIATE-RQ that decodes is acceptable to the provider (Sta3); the
         # service layer's checks answer it with AE-7 or AE-8.
         action = self.machine.handle(event, acceptable=True, requestor=self._requestor)
-        self._actions[action.name](pdu)
+        _ACTIONS[action.name](self, pdu)
 
     # Association establishment (PS3.8 Table 9-6)
     def _ae_1(self, pdu: PDU | None) -> None:  # issue TRANSPORT CONNECT: done by the caller
@@ -587,3 +555,38 @@ class Connection:
         if not self.must_close:
             self.must_close = True
             self._events.append(Closed())
+
+
+# Table 9-10 names the action, this table runs it: one method per action of PS3.8 Tables 9-6 to
+# 9-9 (a unit test checks that it covers fsm.ACTIONS). Built once, of plain functions, so that a
+# connection holds no reference cycle through bound methods.
+_ACTIONS: dict[str, Callable[[Connection, PDU | None], None]] = {
+    "AE-1": Connection._ae_1,
+    "AE-2": Connection._ae_2,
+    "AE-3": Connection._ae_3,
+    "AE-4": Connection._ae_4,
+    "AE-5": Connection._ae_5,
+    "AE-6": Connection._ae_6,
+    "AE-7": Connection._ae_7,
+    "AE-8": Connection._ae_8,
+    "DT-1": Connection._dt_1,
+    "DT-2": Connection._dt_2,
+    "AR-1": Connection._ar_1,
+    "AR-2": Connection._ar_2,
+    "AR-3": Connection._ar_3,
+    "AR-4": Connection._ar_4,
+    "AR-5": Connection._ar_5,
+    "AR-6": Connection._ar_6,
+    "AR-7": Connection._ar_7,
+    "AR-8": Connection._ar_8,
+    "AR-9": Connection._ar_9,
+    "AR-10": Connection._ar_10,
+    "AA-1": Connection._aa_1,
+    "AA-2": Connection._aa_2,
+    "AA-3": Connection._aa_3,
+    "AA-4": Connection._aa_4,
+    "AA-5": Connection._aa_5,
+    "AA-6": Connection._aa_6,
+    "AA-7": Connection._aa_7,
+    "AA-8": Connection._aa_8,
+}
