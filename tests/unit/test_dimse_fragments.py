@@ -49,7 +49,7 @@ def split_pdus(stream: bytes) -> list[bytes]:
     return out
 
 
-def fragment_message(
+def message_pdus(
     context_id: int, command: bytes, dataset: bytes | memoryview | None, max_pdu: int
 ) -> list[bytes]:
     """Every PDU of a framed message, one bytes each, its data set passed through."""
@@ -166,7 +166,7 @@ def test_fragments_respect_the_maximum_and_the_control_header(
     context_id: int, message_id: int, dataset: bytes | None, max_pdu: int
 ) -> None:
     command = _store(message_id)
-    pdus = fragment_message(context_id, command, dataset, max_pdu)
+    pdus = message_pdus(context_id, command, dataset, max_pdu)
     for raw in pdus:
         pdu_type, _reserved, length = struct.unpack_from(">BBI", raw)
         assert pdu_type == 0x04
@@ -208,11 +208,11 @@ def test_fragments_respect_the_maximum_and_the_control_header(
 def test_maximum_too_small_to_carry_data(max_pdu: int) -> None:
     """Six bytes of every P-DATA-TF variable field are PDV item header and control header."""
     with pytest.raises(ValueError):
-        fragment_message(1, b"\x00" * 10, None, max_pdu)
+        message_pdus(1, b"\x00" * 10, None, max_pdu)
 
 
 def test_smallest_maximum_carries_one_byte_per_pdu() -> None:
-    pdus = fragment_message(1, b"abc", b"de", 7)
+    pdus = message_pdus(1, b"abc", b"de", 7)
     assert [len(p) for p in pdus] == [13] * 5
     assert pdus[0] == b"\x04\x00\x00\x00\x00\x07" + b"\x00\x00\x00\x03" + b"\x01\x01" + b"a"
     assert pdus[2] == b"\x04\x00\x00\x00\x00\x07" + b"\x00\x00\x00\x03" + b"\x01\x03" + b"c"
@@ -234,7 +234,7 @@ def test_pdv_data_limit() -> None:
 def test_exact_multiple_of_the_limit() -> None:
     """A part whose size is a multiple of the fragment size ends with a full last fragment,
     not an empty one."""
-    pdvs = _pdvs_of(fragment_message(1, b"c" * 20, b"d" * 30, 16))  # 10 data bytes per PDV
+    pdvs = _pdvs_of(message_pdus(1, b"c" * 20, b"d" * 30, 16))  # 10 data bytes per PDV
     assert [(p.is_command, p.is_last, len(p.data)) for p in pdvs] == [
         (True, False, 10),
         (True, True, 10),
@@ -245,13 +245,13 @@ def test_exact_multiple_of_the_limit() -> None:
 
 
 def test_empty_data_set_is_one_empty_last_fragment() -> None:
-    pdvs = _pdvs_of(fragment_message(3, b"cmd", b"", 100))
+    pdvs = _pdvs_of(message_pdus(3, b"cmd", b"", 100))
     assert pdvs == [PDV(3, True, True, b"cmd"), PDV(3, False, True, b"")]
 
 
 def test_memoryview_data_set() -> None:
     data = bytearray(range(200))
-    pdvs = _pdvs_of(fragment_message(1, b"c", memoryview(data), 56))
+    pdvs = _pdvs_of(message_pdus(1, b"c", memoryview(data), 56))
     assert b"".join(bytes(p.data) for p in pdvs if not p.is_command) == bytes(data)
 
 
@@ -311,7 +311,7 @@ def test_reassembly_in_any_grouping_and_chunking(
     context_id: int, message_id: int, dataset: bytes, max_pdu: int, data: st.DataObject
 ) -> None:
     command = _store(message_id)
-    pdvs = _pdvs_of(fragment_message(context_id, command, dataset, max_pdu))
+    pdvs = _pdvs_of(message_pdus(context_id, command, dataset, max_pdu))
     sizes = data.draw(st.lists(st.integers(1, 8), max_size=len(pdvs)))
     stream = b"".join(_group(pdvs, sizes))
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=12))
@@ -348,7 +348,7 @@ def test_several_messages_in_a_row(
             command = _store(i)
             dataset = bytes([i]) * size
         expected.append((decode_message(command), dataset))
-        pdvs += _pdvs_of(fragment_message(1, command, dataset, max_pdu))
+        pdvs += _pdvs_of(message_pdus(1, command, dataset, max_pdu))
     group_sizes = data.draw(st.lists(st.integers(1, 6), max_size=len(pdvs)))
     reassembler = Reassembler()
     got: list[tuple[object, bytes | None]] = []
