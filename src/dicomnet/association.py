@@ -43,7 +43,6 @@ from dicomnet.pdu import (
     A_ASSOCIATE_AC,
     A_ASSOCIATE_RJ,
     A_ASSOCIATE_RQ,
-    PDATA_HEADER_LENGTH,
     AbortReason,
     AbortSource,
 )
@@ -53,6 +52,25 @@ from dicomnet.sinks import DatasetSink
 log = logging.getLogger("dicomnet.association")
 
 _DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
+
+
+def _read_pdu(fd: int, info: FileInfo, head: bytes, start: int, stop: int) -> bytearray:
+    """``head`` (the PDU's header, after the command set's PDUs in the first one) and bytes
+    ``[start, stop)`` of the file's data set read straight behind it. A fresh buffer per PDU: a
+    transport may keep a reference to what it could not send yet, so a reused buffer could be
+    overwritten before it leaves."""
+    buf = bytearray(len(head) + stop - start)
+    buf[: len(head)] = head
+    want = min(stop, info.dataset_length) - start  # short by the pad byte, which stays 0
+    offset = info.offset + start
+    view = memoryview(buf)[len(head) : len(head) + want]
+    got = os.preadv(fd, [view], offset) if want > 0 else 0
+    if got != want:
+        raise DicomNetError(
+            f"{info.path}: file shrank while being sent (read {got} of {want} bytes at "
+            f"offset {offset})"
+        )
+    return buf
 
 
 @dataclass(slots=True, eq=False)
@@ -413,49 +431,33 @@ class Association(asyncio.BufferedProtocol):
             raise AssociationAborted("the association has ended")
         command = message.encode()
         async with self._send_lock:
-            if isinstance(dataset, FileInfo):
-                await self._send_file(context_id, command, dataset)
-                return
-            length = None if dataset is None else len(dataset)
-            framed = self.conn.send_message(context_id, command, length, self._peer_max_pdu_length)
-            # One write for the whole message: the data set's slices are joined behind their
-            # headers with no copy before this one.
-            self._write(framed.command if dataset is None else b"".join(framed.with_data(dataset)))
-            await self._drain()
-
-    async def _send_file(self, context_id: int, command: bytes, info: FileInfo) -> None:
-        """Stream a file's data set: each PDU's header, then ``preadv`` behind it in the same
-        buffer, one write per PDU; the command set shares the first buffer (a small file goes
-        out in one write, one TCP segment where it fits)."""
-        # PS3.5 §A.5: an odd-length deflated bit stream gets one trailing NUL byte (files that
-        # lack it exist; strict peers such as DCMTK abort on an odd fragment length).
-        pad = info.dataset_length % 2 if info.transfer_syntax == _DEFLATED else 0
-        fd = os.open(info.path, os.O_RDONLY)
-        try:
-            framed = self.conn.send_message(
-                context_id, command, info.dataset_length + pad, self._peer_max_pdu_length
-            )
-            prefix = framed.command
-            for header, start, stop in framed.dataset:
-                head = len(prefix) + PDATA_HEADER_LENGTH
-                # A fresh buffer per PDU: a transport may keep a reference to what it could
-                # not send yet, so a reused buffer could be overwritten before it leaves.
-                buf = bytearray(head + stop - start)
-                buf[: len(prefix)] = prefix
-                buf[len(prefix) : head] = header
-                want = min(stop, info.dataset_length) - start  # the pad byte stays 0
-                offset = info.offset + start
-                got = (
-                    os.preadv(fd, [memoryview(buf)[head : head + want]], offset) if want > 0 else 0
+            if not isinstance(dataset, FileInfo):
+                length = None if dataset is None else len(dataset)
+                framed = self.conn.send_message(
+                    context_id, command, length, self._peer_max_pdu_length
                 )
-                if got != want:
-                    raise DicomNetError(
-                        f"{info.path}: file shrank while being sent (read {got} of {want} "
-                        f"bytes at offset {offset})"
-                    )
-                self._write(buf)
-                prefix = b""
-                if self._paused:
-                    await self._drain()
-        finally:
-            os.close(fd)
+                # One write for the whole message: the data set's slices are joined behind
+                # their headers, the only copy.
+                self._write(
+                    framed.command if dataset is None else b"".join(framed.with_data(dataset))
+                )
+                await self._drain()
+                return
+            # A file's data set is read behind each PDU header, one write per PDU; the command
+            # set rides in the first (a small file goes out in one write, one TCP segment).
+            # PS3.5 §A.5: an odd-length deflated bit stream gets one trailing NUL byte (files
+            # that lack it exist; strict peers such as DCMTK abort on an odd fragment length).
+            pad = dataset.dataset_length % 2 if dataset.transfer_syntax == _DEFLATED else 0
+            fd = os.open(dataset.path, os.O_RDONLY)
+            try:
+                framed = self.conn.send_message(
+                    context_id, command, dataset.dataset_length + pad, self._peer_max_pdu_length
+                )
+                head = framed.command
+                for header, start, stop in framed.dataset:
+                    self._write(_read_pdu(fd, dataset, head + header, start, stop))
+                    head = b""
+                    if self._paused:
+                        await self._drain()
+            finally:
+                os.close(fd)

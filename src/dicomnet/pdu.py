@@ -486,11 +486,6 @@ def _encode_associate(pdu: A_ASSOCIATE_RQ | A_ASSOCIATE_AC) -> bytes:
     return _HEADER.pack(pdu_type, 0, len(body)) + body
 
 
-#: Bytes of a one-PDV P-DATA-TF before its data: PDU header (6), PDV item length (4),
-#: presentation context ID (1) and message control header (1).
-PDATA_HEADER_LENGTH = 12
-
-
 def encode_pdata_header(
     context_id: int, is_command: bool, is_last: bool, data_length: int
 ) -> bytes:

@@ -89,8 +89,11 @@ def frame_message(
     unlimited): the command set's PDUs encoded, then the headers of the ``dataset_length``
     bytes of data set (None: the message has none). PS3.7 §8: the command precedes the data."""
     limit = pdv_data_limit(max_pdu_length)
-    pdus = _pdus(context_id, True, len(command), limit)
-    framed = b"".join([header + command[a:b] for header, a, b in pdus])
+    if len(command) <= limit:  # the usual case, kept short: this runs for every message
+        framed = encode_pdata_header(context_id, True, True, len(command)) + command
+    else:
+        pdus = _pdus(context_id, True, len(command), limit)
+        framed = b"".join([header + command[a:b] for header, a, b in pdus])
     dataset = [] if dataset_length is None else _pdus(context_id, False, dataset_length, limit)
     return FramedMessage(framed, dataset, dataset_length)
 
