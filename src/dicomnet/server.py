@@ -481,19 +481,12 @@ class DicomServer:
             info,
             artim_timeout=self.limits.artim_timeout,
             max_pdu_length=self.limits.max_pdu_length,
+            on_connected=self._on_connected,
         )
-        original = assoc.connection_made
-
-        def connection_made(transport: asyncio.BaseTransport) -> None:
-            original(transport)
-            self._on_connected(assoc)
-
-        assoc.connection_made = connection_made  # type: ignore[method-assign]
         return assoc
 
     def _on_connected(self, assoc: Association) -> None:
-        """A connection is up: note the peer's address and start its runner (to become
-        ``Association(on_connected=...)``)."""
+        """A connection is up: note the peer's address and start its runner."""
         transport = assoc.transport
         peer = (transport.get_extra_info("peername") if transport else None) or ("", 0)
         assoc.info.peer_host, assoc.info.peer_port = str(peer[0]), int(peer[1])
