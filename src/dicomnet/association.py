@@ -44,6 +44,7 @@ from dicomnet.pdu import (
     AbortSource,
     encode_pdata_header,
 )
+from dicomnet.security.tls import PeerCertificate, TLSSession, peer_certificate, tls_session
 from dicomnet.service import AssociationInfo
 from dicomnet.sinks import DatasetSink
 
@@ -156,6 +157,16 @@ class Association(asyncio.BufferedProtocol):
         if self.role is Role.ACCEPTOR:
             self.conn.connection_made(self.loop.time())
             self._update_timer()
+
+    @property
+    def peer_certificate(self) -> PeerCertificate | None:
+        """The peer's verified TLS certificate (None on a plain transport, or unverified)."""
+        return peer_certificate(self.transport) if self.transport is not None else None
+
+    @property
+    def tls(self) -> TLSSession | None:
+        """The TLS version and cipher of the transport (None on a plain one)."""
+        return tls_session(self.transport) if self.transport is not None else None
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.conn.get_buffer(sizehint)

@@ -9,11 +9,17 @@ certificate) and the writers in ``audit`` do I/O. Passwords and pixel data never
 line or an audit record.
 
 Modules: ``decisions`` (the shared answer types), ``tls``, ``users``, ``permissions``, ``audit``,
-``limits``.
+``limits``; ``guard`` joins them into what ``DicomServer`` asks at each step of an association
+(``ServerSecurity``), the only module here that knows the order of those steps.
 """
 
 from __future__ import annotations
 
-from dicomnet.security.decisions import Decision, RejectAnswer, SecurityConfigError
+from dicomnet.security.decisions import (
+    Decision,
+    RejectAnswer,
+    RequestRefused,
+    SecurityConfigError,
+)
 
-__all__ = ["Decision", "RejectAnswer", "SecurityConfigError"]
+__all__ = ["Decision", "RejectAnswer", "RequestRefused", "SecurityConfigError"]

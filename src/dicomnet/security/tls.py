@@ -435,8 +435,11 @@ class TLSAcceptor(asyncio.Protocol):
     protocol with ``protocol_factory`` and hands it the TLS transport (``connection_made``).
 
     ``on_connect(host, port)`` may refuse a connection before any TLS byte (return False: it is
-    closed), e.g. too many pending handshakes from one address; ``on_failure(TLSHandshakeError)``
-    hears every failed handshake, for the log and the audit trail. The real protocol is never
+    closed), e.g. too many connections from one address; ``on_failure(TLSHandshakeError)``
+    hears every failed handshake, for the audit trail (the acceptor logs it);
+    ``on_dropped(host, port)`` hears of every connection ``on_connect`` let in that ends here,
+    without the real protocol (a failed handshake, a peer gone during the hand-over, a server
+    closing), so that what ``on_connect`` counted can be given back. The real protocol is never
     created for a peer that did not authenticate."""
 
     def __init__(
@@ -447,14 +450,14 @@ class TLSAcceptor(asyncio.Protocol):
         *,
         on_connect: Callable[[str, int], bool] | None = None,
         on_failure: Callable[[TLSHandshakeError], None] | None = None,
-        on_done: Callable[[str, int], None] | None = None,
+        on_dropped: Callable[[str, int], None] | None = None,
     ) -> None:
         self.protocol_factory = protocol_factory
         self.context = context
         self.handshake_timeout = handshake_timeout
         self.on_connect = on_connect
         self.on_failure = on_failure
-        self.on_done = on_done
+        self.on_dropped = on_dropped
         self.task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -484,21 +487,34 @@ class TLSAcceptor(asyncio.Protocol):
             failure = TLSHandshakeError(
                 describe_tls_error(exc, self.handshake_timeout), (host, port)
             )
-            log.info("%s", failure)
+            log.warning("%s", failure)
             transport.abort()
             if self.on_failure is not None:
                 self.on_failure(failure)
-            if self.on_done is not None:
-                self.on_done(host, port)
+            self._dropped(host, port)
             return
-        if self.on_done is not None:
-            self.on_done(host, port)
+        except asyncio.CancelledError:  # the server is closing
+            transport.abort()
+            self._dropped(host, port)
+            raise
         if tls_transport is None or tls_transport.is_closing() or holding.lost:
+            if tls_transport is not None:
+                tls_transport.abort()
+            self._dropped(host, port)
             return
         real = self.protocol_factory()
         tls_transport.set_protocol(real)
         real.connection_made(tls_transport)
         holding.hand_over(real)
+
+    def _dropped(self, host: str, port: int) -> None:
+        if self.on_dropped is not None:
+            self.on_dropped(host, port)
+
+    def cancel(self) -> None:
+        """Give up a handshake still running (the server is closing)."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
 
     def connection_lost(self, exc: Exception | None) -> None:
         pass  # the handshake's own waiter reports a connection lost during the handshake
