@@ -518,11 +518,11 @@ class DicomServer:
     async def start(self) -> None:
         both = self.tls_port is not None or self.tls_sock is not None
         # The main port is TLS when there is a context and no separate TLS port.
-        main = self._tls_factory if self.ssl is not None and not both else self._protocol_factory
+        tls_only = self.ssl is not None and not both
+        main = self._tls_factory if tls_only else self._protocol_factory
         self._server = await self._listen(main, self.sock, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
-        tls = " (TLS)" if main is not self._protocol_factory else ""
-        log.info("listening on %s:%d%s", self.host, self.port, tls)
+        log.info("listening on %s:%d%s", self.host, self.port, " (TLS)" if tls_only else "")
         if both:
             self._tls_server = await self._listen(
                 self._tls_factory, self.tls_sock, self.tls_port or 0

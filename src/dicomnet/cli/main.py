@@ -21,6 +21,7 @@ import click
 
 from dicomnet.cli.common import CONTEXT_SETTINGS, client_main, setup_logging
 from dicomnet.cli.qr import COMMANDS as QR_COMMANDS
+from dicomnet.cli.security import ClientSecurity, client_security_options, passwd
 from dicomnet.cli.serve import serve
 from dicomnet.client import CStoreRequest, DicomClient, Request
 from dicomnet.dataset import FileInfo, NotDicomError, read_file_info
@@ -60,8 +61,16 @@ def main() -> None:
 )
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for each answer.")
 @click.option("-v", "--verbose", count=True, help="Log the association (-vv: and every PDU).")
+@client_security_options
 def echo(
-    host: str, port: int, aet: str, aec: str, count: int, timeout: float, verbose: int
+    host: str,
+    port: int,
+    aet: str,
+    aec: str,
+    count: int,
+    timeout: float,
+    verbose: int,
+    security: ClientSecurity,
 ) -> None:
     """Verify a peer with C-ECHO (like DCMTK's echoscu); prints each status and round-trip time.
 
@@ -80,6 +89,7 @@ def echo(
             acse_timeout=timeout,
             dimse_timeout=timeout,
             connect_timeout=timeout,
+            **security.client_kwargs(),
         ) as client:
             times: list[float] = []
             for i in range(count):
@@ -160,6 +170,7 @@ def _scan(paths: Sequence[str], recursive: bool) -> tuple[list[FileInfo], list[t
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for each answer.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the summary and the failures.")
 @click.option("-v", "--verbose", count=True, help="Log the association (-vv: and every PDU).")
+@client_security_options
 def store(
     host: str,
     port: int,
@@ -172,6 +183,7 @@ def store(
     timeout: float,
     quiet: bool,
     verbose: int,
+    security: ClientSecurity,
 ) -> None:
     """Send DICOM files and folders with C-STORE (like DCMTK's storescu).
 
@@ -193,7 +205,17 @@ def store(
     sys.exit(
         client_main(
             lambda: _store(
-                host, port, aet, aec, files, max_pdu, async_ops, timeout, quiet, len(skipped)
+                host,
+                port,
+                aet,
+                aec,
+                files,
+                max_pdu,
+                async_ops,
+                timeout,
+                quiet,
+                len(skipped),
+                security,
             )
         )
     )
@@ -210,6 +232,7 @@ async def _store(
     timeout: float,
     quiet: bool,
     skipped: int,
+    security: ClientSecurity | None = None,
 ) -> int:
     from rich.progress import (
         BarColumn,
@@ -287,6 +310,7 @@ async def _store(
                 dimse_timeout=timeout,
                 acse_timeout=timeout,
                 connect_timeout=timeout,
+                **(security.client_kwargs() if security is not None else {}),
             ) as client:
                 for ctx in contexts:
                     client.add_presentation_context(ctx.abstract_syntax, ctx.transfer_syntaxes)
@@ -405,7 +429,7 @@ def index_command(storage: str, fresh: bool, quiet: bool, verbose: int) -> None:
     )
 
 
-for _command in (serve, *QR_COMMANDS):
+for _command in (serve, passwd, *QR_COMMANDS):
     main.add_command(_command)
 
 if __name__ == "__main__":

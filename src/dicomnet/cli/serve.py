@@ -29,6 +29,14 @@ import click
 
 from dicomnet.archive.storage import DEFAULT_LAYOUT
 from dicomnet.cli.common import CONTEXT_SETTINGS, run, setup_logging
+from dicomnet.cli.security import (
+    FILE_TABLES,
+    SecurityConfig,
+    audit_application,
+    security_options,
+    server_security,
+    tls_socket_for_workers,
+)
 from dicomnet.sinks import remove_temp_files
 from dicomnet.workers import fork_workers, stop_workers
 
@@ -99,8 +107,9 @@ _ALIASES = {"peer": "peers"}
 
 
 @dataclass(frozen=True, kw_only=True)
-class ServeConfig:
-    """Everything ``dicomnet serve`` runs with; each field is the option of the same name."""
+class ServeConfig(SecurityConfig):
+    """Everything ``dicomnet serve`` runs with; each field is the option of the same name (the
+    security settings: ``cli/security.py``)."""
 
     host: str = "127.0.0.1"
     port: int = 11112
@@ -156,8 +165,9 @@ def read_config_file(path: str | None) -> dict[str, Any]:
     table = data.get("serve", data)
     if not isinstance(table, dict):
         raise click.BadParameter(f"{path}: [serve] is not a table", param_hint="--config")
-    if table is not data and "peers" in data:  # a top-level [peers] table beside [serve]
-        table = {**table, "peers": data["peers"]}
+    for name in ("peers", *FILE_TABLES):  # top-level [peers], [users]... beside [serve]
+        if table is not data and name in data:
+            table = {**table, name: data[name]}
     cfg = {str(k).replace("-", "_"): v for k, v in table.items()}
     cfg = {_ALIASES.get(k, k): v for k, v in cfg.items()}
     known = {f.name for f in fields(ServeConfig)}
@@ -252,6 +262,7 @@ def read_config_file(path: str | None) -> dict[str, Any]:
     help="TOML file with any of these options (a [serve] table or top level; "
     "command-line options win).",
 )
+@security_options
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
 @click.option("-v", "--verbose", count=True, help="Debug logging (-v), with PDU dumps.")
 def serve(config_path: str | None, quiet: bool, verbose: int, **options: Any) -> None:
@@ -289,13 +300,16 @@ def run_server(config: ServeConfig) -> int:
         # Before any worker exists: no process of ours can own a leftover yet, and the
         # locks keep the temporary files of other live servers on this storage safe.
         remove_temp_files(config.storage / ".incoming")
+        secure = server_security(config, aet=config.aet, storage=config.storage)
         listening = _listen_for_workers(config) if config.workers > 1 else None
+        if config.workers > 1:
+            secure["tls_sock"] = tls_socket_for_workers(config)
     children = fork_workers(config.workers - 1)
     with _usage_errors(config.storage):
         index, factory = _service_factory(config, repair=config.workers == 1)
     stopped_cleanly = False  # marks the index clean at the end (no repair on the next start)
     try:
-        stopped_cleanly = run(_serve(config, factory, listening, children))
+        stopped_cleanly = run(_serve(config, factory, listening, children, secure))
     except OSError as exc:
         click.echo(f"error: cannot listen on {config.host}:{config.port}: {exc}", err=True)
         return 2
@@ -368,14 +382,17 @@ async def _serve(
     factory: type[StorageService],
     listening: socket.socket | None,
     children: list[int] | None,
+    secure: Mapping[str, Any] | None = None,
 ) -> bool:
     """Serve until a signal, then stop: running associations get ``shutdown_timeout`` seconds
     (a second signal aborts them at once). True when every worker stopped cleanly."""
     from dicomnet.server import DicomServer, ServerLimits
 
     limits = ServerLimits(max_associations=config.max_associations)
-    server = DicomServer(factory, config.host, config.port, limits=limits, sock=listening)
+    secure = secure or {}  # TLS and security (cli/security.py)
+    server = DicomServer(factory, config.host, config.port, limits=limits, sock=listening, **secure)
     await server.start()
+    audit_application(secure.get("security"), started=True)
     stop = _on_signals()
     _announce(config, server, factory, is_worker=children is None)
     await stop.wait()
@@ -402,6 +419,7 @@ async def _serve(
         except OSError as exc:
             log.warning("temporary files left in %s: %s", config.storage / ".incoming", exc)
     log.info("stopped after %d association(s)", server.associations_served)
+    audit_application(secure.get("security"), started=False)
     return clean
 
 
@@ -433,8 +451,10 @@ def _announce(
             ", ".join(f"{ae}={h}:{p}" for ae, (h, p) in config.peers.items()) or "none",
         )
     if not is_worker:
+        tls = "" if server.ssl is None else " (TLS)" if server.tls_port is None else ""
+        tls += f" and TLS on {server.tls_port}" if server.tls_port is not None else ""
         click.echo(
-            f"dicomnet serve: listening on {config.host}:{server.port} as {config.aet}, "
+            f"dicomnet serve: listening on {config.host}:{server.port}{tls} as {config.aet}, "
             f"storing into {config.storage}"
             + (f" with {config.workers} processes" if config.workers > 1 else "")
             + " (Ctrl-C to stop)",

@@ -28,7 +28,7 @@ import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from dicomnet.errors import DicomNetError
 from dicomnet.security.decisions import SecurityConfigError
@@ -384,6 +384,8 @@ def subject_matches(configured: str, actual: str) -> bool:
 
 _REASONS = {
     "WRONG_VERSION_NUMBER": "the peer did not speak TLS (plain DICOM to the TLS port?)",
+    # A client reading a server's answer that is no TLS record.
+    "CLIENT:WRONG_VERSION_NUMBER": "the server did not answer in TLS (a port without TLS?)",
     "HTTP_REQUEST": "the peer sent HTTP, not TLS",
     "PACKET_LENGTH_TOO_LONG": "the peer did not speak TLS",
     "RECORD_LAYER_FAILURE": "the peer did not speak TLS",
@@ -395,8 +397,11 @@ _REASONS = {
 }
 
 
-def describe_tls_error(exc: BaseException, handshake_timeout: float | None = None) -> str:
-    """Why a TLS handshake failed, in a sentence for the log and the audit record."""
+def describe_tls_error(
+    exc: BaseException, handshake_timeout: float | None = None, *, client: bool = False
+) -> str:
+    """Why a TLS handshake failed, in a sentence for the log and the audit record (``client``:
+    seen from the client's side)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"the peer's certificate did not verify: {exc.verify_message or exc.reason}"
     # asyncio (and uvloop) end a handshake that outlives ssl_handshake_timeout with a
@@ -408,6 +413,8 @@ def describe_tls_error(exc: BaseException, handshake_timeout: float | None = Non
         return f"the TLS handshake was not finished{within}"
     if isinstance(exc, ssl.SSLError):
         reason = str(exc.reason or "")
+        if client and f"CLIENT:{reason}" in _REASONS:
+            return _REASONS[f"CLIENT:{reason}"]
         if reason in _REASONS:
             return _REASONS[reason]
         for prefix in ("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_"):
@@ -460,8 +467,9 @@ class TLSAcceptor(asyncio.Protocol):
         self.on_dropped = on_dropped
         self.task: asyncio.Task[None] | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        transport = cast(asyncio.Transport, base)
         # Nothing may be read before the TLS protocol is in place (start_tls pauses too, but
         # only once it runs).
         transport.pause_reading()
