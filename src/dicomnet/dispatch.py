@@ -182,7 +182,10 @@ async def answer_c_store(
             error = item.error or DicomNetError("no data set was received")
             if on_exception is not None:
                 await on_exception(sink.path if isinstance(sink, FileSink) else None, error)
-            result = Response(_refusal(error), error_comment=f"data set not stored: {error}")
+            comment = error.reason if isinstance(error, RequestRefused) else None
+            result = Response(
+                _refusal(error), error_comment=comment or f"data set not stored: {error}"
+            )
         elif handler is None:
             result = Status.SOP_CLASS_NOT_SUPPORTED
         else:
