@@ -19,7 +19,7 @@ import pytest
 
 from dicomnet import DicomClient, DicomServer, Status
 from dicomnet.pdu import UserIdentityRQ
-from dicomnet.security.audit import AuditRecord, Auditor, Node
+from dicomnet.security.audit import Auditor, AuditRecord, Node
 from dicomnet.security.guard import ServerSecurity
 from dicomnet.security.limits import AssociationLimiter
 from dicomnet.security.permissions import load_permissions

@@ -24,7 +24,7 @@ from dicomnet.negotiation import (
     PresentationContext,
 )
 from dicomnet.pdu import PresentationContextResult, UserIdentityRQ
-from dicomnet.security.audit import AuditRecord, Auditor, Node
+from dicomnet.security.audit import Auditor, AuditRecord, Node
 from dicomnet.security.decisions import (
     REJECT_AUTHENTICATION,
     REJECT_CALLING_AE,
