@@ -22,7 +22,6 @@ import logging
 import os
 import socket
 import ssl as _ssl
-import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
@@ -64,7 +63,7 @@ from dicomnet.pdu import (
 )
 from dicomnet.security.decisions import Decision
 from dicomnet.security.guard import ServerSecurity
-from dicomnet.security.tls import TLSAcceptor
+from dicomnet.security.tls import TLSListener
 from dicomnet.service import AssociationInfo, Service
 from dicomnet.sinks import FileSink, close_temp_pools, make_sink
 
@@ -508,41 +507,44 @@ class DicomServer:
         self.tls_sock = tls_sock
         self.active = 0
         self._server: asyncio.base_events.Server | None = None
-        self._tls_server: asyncio.base_events.Server | None = None
+        self._tls_listener: TLSListener | None = None
         self._runners: set[asyncio.Task[None]] = set()
         self._associations: set[Association] = set()
-        self._acceptors: weakref.WeakSet[TLSAcceptor] = weakref.WeakSet()
         self.associations_served = 0
         self.tls_failures = 0
 
     async def start(self) -> None:
         both = self.tls_port is not None or self.tls_sock is not None
-        # The main port is TLS when there is a context and no separate TLS port.
-        tls_only = self.ssl is not None and not both
-        main = self._tls_factory if tls_only else self._protocol_factory
-        self._server = await self._listen(main, self.sock, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("listening on %s:%d%s", self.host, self.port, " (TLS)" if tls_only else "")
-        if both:
-            self._tls_server = await self._listen(
-                self._tls_factory, self.tls_sock, self.tls_port or 0
+        if self.ssl is not None and not both:  # TLS only, on ``port``
+            self._tls_listener = self._listen_tls(self.sock, self.port)
+            self.port = self._tls_listener.port
+            log.info("listening on %s:%d (TLS)", self.host, self.port)
+            return
+        loop = asyncio.get_running_loop()
+        if self.sock is not None:
+            self._server = await loop.create_server(
+                self._protocol_factory, sock=self.sock, backlog=256
             )
-            self.tls_port = self._tls_server.sockets[0].getsockname()[1]
+        else:
+            self._server = await loop.create_server(
+                self._protocol_factory, self.host, self.port, reuse_address=True, backlog=256
+            )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("listening on %s:%d", self.host, self.port)
+        if both:
+            self._tls_listener = self._listen_tls(self.tls_sock, self.tls_port or 0)
+            self.tls_port = self._tls_listener.port
             log.info("listening on %s:%d (TLS)", self.host, self.tls_port)
 
-    async def _listen(
-        self, factory: Callable[[], asyncio.BaseProtocol], sock: socket.socket | None, port: int
-    ) -> asyncio.base_events.Server:
-        loop = asyncio.get_running_loop()
-        if sock is not None:
-            return await loop.create_server(factory, sock=sock, backlog=256)
-        return await loop.create_server(factory, self.host, port, reuse_address=True, backlog=256)
-
-    def _tls_factory(self) -> TLSAcceptor:
-        """A TLS connection: handshake first (``TLSAcceptor``: the per-address limit before it,
-        every failure logged and audited), then the association."""
+    def _listen_tls(self, sock: socket.socket | None, port: int) -> TLSListener:
+        """A TLS port: each connection is upgraded before it reaches an association
+        (``TLSListener``: the per-address limit before the handshake, every failure logged and
+        audited)."""
         assert self.ssl is not None
-        callbacks = self.security.acceptor_callbacks() if self.security is not None else {}
+        if sock is None:
+            family = socket.getaddrinfo(self.host, port, type=socket.SOCK_STREAM)[0][0]
+            sock = socket.create_server((self.host, port), family=family, backlog=256)
+        callbacks = self.security.tls_callbacks() if self.security is not None else {}
         on_failure = callbacks.get("on_failure")
 
         def failed(failure: Any) -> None:
@@ -551,11 +553,11 @@ class DicomServer:
                 on_failure(failure)
 
         callbacks["on_failure"] = failed
-        acceptor = TLSAcceptor(
-            self._protocol_factory, self.ssl, self.ssl_handshake_timeout, **callbacks
+        listener = TLSListener(
+            sock, self._protocol_factory, self.ssl, self.ssl_handshake_timeout, **callbacks
         )
-        self._acceptors.add(acceptor)
-        return acceptor
+        listener.start()
+        return listener
 
     def _protocol_factory(self) -> Association:
         info = AssociationInfo(next(_ids), "", 0)
@@ -601,32 +603,32 @@ class DicomServer:
         task.add_done_callback(done)
 
     async def serve_forever(self) -> None:
-        if self._server is None:
+        if self._server is None and self._tls_listener is None:
             await self.start()
-        assert self._server is not None
-        if self._tls_server is not None:
-            await self._tls_server.start_serving()
-        await self._server.serve_forever()
+        if self._server is not None:
+            await self._server.serve_forever()
+        else:  # TLS only: the listener's task accepts; wait until cancelled
+            await asyncio.get_running_loop().create_future()
 
     async def close(self, *, abort_after: float = 10.0) -> None:
         """Stop listening; let running associations finish for ``abort_after`` seconds, then
         abort them (their partial files are removed by the sinks)."""
-        for listener in (self._server, self._tls_server):
-            if listener is not None:
-                listener.close()
-        for acceptor in list(self._acceptors):
-            acceptor.cancel()  # handshakes still running: no association will come of them
+        if self._server is not None:
+            self._server.close()
+        if self._tls_listener is not None:
+            self._tls_listener.close()  # and the handshakes still running
         if self._runners:
             _done, pending = await asyncio.wait(set(self._runners), timeout=abort_after)
             if pending:
                 for assoc in list(self._associations):
                     assoc.abort(AbortSource.SERVICE_PROVIDER, AbortReason.NOT_SPECIFIED)
                 await asyncio.wait(pending, timeout=5)
-        for listener in (self._server, self._tls_server):
-            if listener is not None:
-                with contextlib.suppress(Exception):
-                    await listener.wait_closed()
-        self._server = self._tls_server = None
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+        if self._tls_listener is not None:
+            await self._tls_listener.wait_closed()
+        self._server, self._tls_listener = None, None
         close_temp_pools()  # no pre-created temporary file outlives the server
 
     async def __aenter__(self) -> DicomServer:

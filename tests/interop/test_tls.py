@@ -148,7 +148,7 @@ class TLSServer(ThreadedServer):
         super().__init__(factory)
 
     async def _main(self) -> None:
-        """DicomServer with ``ssl=``: each connection is upgraded by a ``TLSAcceptor`` (the
+        """DicomServer with ``ssl=``: each connection is upgraded by a ``TLSListener`` (the
         handshake timeout, every failed handshake reported to the security policy)."""
         self._stop = asyncio.Event()
         security = RecordingSecurity(self.failures)
@@ -516,11 +516,11 @@ def test_many_stalled_handshakes_do_not_stop_the_server(pki: Pki, tls_server: An
             sock.close()
 
 
-# -- TLSAcceptor: the same server, with every failed handshake reported ---------------------------
+# -- TLSListener: every failed handshake reported --------------------------------------------------
 
 
 def test_acceptor_serves_dcmtk(pki: Pki, tls_server: Any, tmp_path: Path) -> None:
-    """DCMTK sends its A-ASSOCIATE-RQ right after the handshake; the acceptor hands the TLS
+    """DCMTK sends its A-ASSOCIATE-RQ right after the handshake; the listener hands the TLS
     transport (and anything read already) to the association."""
     storescu = require_tool("storescu")
     server = tls_server(mutual(pki))

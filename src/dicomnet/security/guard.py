@@ -6,11 +6,11 @@ Rules: the steps, in the order the server takes them.
 
 1. A connection: ``admit(host)`` counts it against the per-address limit
    (``limits.AssociationLimiter``). On a TLS port that happens before the handshake
-   (``TLSAcceptor(on_connect=...)``) and a refused connection is closed at once: nothing but a
+   (``TLSListener(on_connect=...)``) and a refused connection is closed at once: nothing but a
    handshake could be said to it, and a handshake is what a flood would cost us. On a plain
    port the refusal waits for the A-ASSOCIATE-RQ and answers it A-ASSOCIATE-RJ rejected-
    transient, "local limit exceeded" (PS3.8 Table 9-21).
-2. The TLS handshake (``TLSAcceptor``): a failure is audited as a node authentication failure.
+2. The TLS handshake (``TLSListener``): a failure is audited as a node authentication failure.
 3. The A-ASSOCIATE-RQ, once the provider's own checks passed: ``authorize`` decides the user
    identity (``users.decide_identity``; scrypt runs in a worker thread) and then whether the
    peer may associate (``permissions.check_association``: calling AE title, address,
@@ -122,7 +122,7 @@ class ServerSecurity:
     min_free_disk: int | None = None
     max_instance_size: int | None = None
     # TLS connections admitted before their handshake, by (host, port), until they reach the
-    # association layer (``connected``) or end in the acceptor (``tls_dropped``).
+    # association layer (``connected``) or end in the listener (``tls_dropped``).
     _tls_admitted: set[tuple[str, int]] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -153,7 +153,7 @@ class ServerSecurity:
         return self.admit(host)
 
     def tls_connect(self, host: str, port: int) -> bool:
-        """``TLSAcceptor(on_connect=)``: admit before the handshake, or close at once."""
+        """``TLSListener(on_connect=)``: admit before the handshake, or close at once."""
         decision = self.admit(host)
         if not decision.allowed:
             reason = f"{decision.reason}; connection closed before the TLS handshake"
@@ -165,12 +165,12 @@ class ServerSecurity:
         return True
 
     def tls_failure(self, failure: TLSHandshakeError) -> None:
-        """``TLSAcceptor(on_failure=)``: a peer that did not authenticate (logged there)."""
+        """``TLSListener(on_failure=)``: a peer that did not authenticate (logged there)."""
         if self.auditor is not None:
             self.auditor.node_authentication_failure(failure.peer[0], failure.reason)
 
     def tls_dropped(self, host: str, port: int) -> None:
-        """``TLSAcceptor(on_dropped=)``: an admitted connection ended before the association."""
+        """``TLSListener(on_dropped=)``: an admitted connection ended before the association."""
         if (host, port) in self._tls_admitted:
             self._tls_admitted.discard((host, port))
             self.release(host)
@@ -186,8 +186,8 @@ class ServerSecurity:
         if self.limiter is not None:
             self.limiter.release(host)
 
-    def acceptor_callbacks(self) -> dict[str, Any]:
-        """The keyword arguments of ``TLSAcceptor`` that apply this policy."""
+    def tls_callbacks(self) -> dict[str, Any]:
+        """The keyword arguments of ``TLSListener`` that apply this policy."""
         return {
             "on_connect": self.tls_connect,
             "on_failure": self.tls_failure,
