@@ -7,6 +7,7 @@ checks that every instance arrived intact, and writes the table to bench/results
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import data
 from data import BENCH, DataSet
@@ -145,6 +147,65 @@ def dicomnet_api(files: list[Path]) -> Callable[[Server, Path], list[list[str]]]
     return lambda s, d: [[PYTHON, AGENTS, "dicomnet-store", str(s.port), _filelist(files, d)]]
 
 
+# -- TLS (rows 1a-tls, 2a-tls): certificates made when the run starts, never checked in -------------
+
+
+@functools.cache
+def pki() -> Any:
+    """A CA with a server and a client certificate (EC P-256, as tests/pki.py makes them)."""
+    from tests.pki import make_pki
+
+    return make_pki(OUT / "pki")
+
+
+def dcmtk_tls(who: str) -> list[str]:
+    """DCMTK's +tls options: our key and certificate, no key password, the CA to verify the
+    peer with; the default BCP 195 profile, as dicomnet's."""
+    issued = getattr(pki(), who)
+    return ["+tls", str(issued.key), str(issued.cert), "-pw", "+cf", str(pki().ca)]
+
+
+def dicomnet_tls(who: str) -> list[str]:
+    issued = getattr(pki(), who)
+    return ["--tls-ca", str(pki().ca), "--tls-cert", str(issued.cert), "--tls-key", str(issued.key)]
+
+
+def storescu_tls(files: list[Path]) -> Callable[[Server, Path], list[list[str]]]:
+    return lambda s, _d: [
+        [
+            dcmtk("storescu"),
+            *DCMTK_PDU,
+            *dcmtk_tls("ct1"),
+            "127.0.0.1",
+            str(s.port),
+            *map(str, files),
+        ]
+    ]
+
+
+def dicomnet_store_tls(files: list[Path]) -> Callable[[Server, Path], list[list[str]]]:
+    def cmds(s: Server, logdir: Path) -> list[list[str]]:
+        listed = [str(f) for f in files]
+        return [
+            [
+                dicomnet_cli(), "store", "-q", "--async-ops", "8", *dicomnet_tls("ct1"),
+                "127.0.0.1", str(s.port), *listed,
+            ]
+        ]  # fmt: skip
+
+    return cmds
+
+
+def dicomnet_api_tls(files: list[Path]) -> Callable[[Server, Path], list[list[str]]]:
+    issued = pki().ct1
+    return lambda s, d: [
+        [
+            PYTHON, AGENTS, "dicomnet-store", str(s.port), _filelist(files, d),
+            "--tls", str(pki().ca), str(issued.cert), str(issued.key),
+        ]
+    ]  # fmt: skip
+
+
 def echoscu(count: int) -> Callable[[Server, Path], list[list[str]]]:
     return lambda s, _d: [[dcmtk("echoscu"), "--repeat", str(count), "127.0.0.1", str(s.port)]]
 
@@ -186,6 +247,9 @@ SCPS: dict[str, Callable[[Path], Server]] = {
     "dicomnet": dicomnet_scp,
     "dicomnet-fsync": lambda d: dicomnet_scp(d, fsync=True),
     "dicomnet-workers": lambda d: dicomnet_scp(d, workers=os.cpu_count() or 1),
+    # TLS, client certificates required and verified on both (storescp +tls does by default).
+    "dcmtk-tls": lambda d: dcmtk_scp(d, *DCMTK_PDU, *dcmtk_tls("server")),
+    "dicomnet-tls": lambda d: dicomnet_scp(d, extra=tuple(dicomnet_tls("server"))),
 }
 
 
@@ -330,6 +394,67 @@ def build_groups(sets: dict[str, DataSet], quick: bool, rows: set[str]) -> list[
                     inner_time=True,
                 ),
             ],
+        )
+
+    if "tls" in rows:
+        groups.append(
+            Group(
+                "1a-tls",
+                f"SCP over TLS: storescu +tls → SCP, {len(ct500)} CT, one association",
+                "img",
+                {k: SCPS[k] for k in ("dcmtk-tls", "dicomnet-tls")},
+                [
+                    _store_case(
+                        "DCMTK storescp +tls", "dcmtk", "dcmtk-tls", ct, ct500, storescu_tls(ct500)
+                    ),
+                    _store_case(
+                        "dicomnet serve --no-fsync, TLS",
+                        "dicomnet",
+                        "dicomnet-tls",
+                        ct,
+                        ct500,
+                        storescu_tls(ct500),
+                    ),
+                ],
+            )
+        )
+        groups.append(
+            Group(
+                "2a-tls",
+                f"SCU over TLS → DCMTK storescp +tls, {len(ct500)} CT",
+                "img",
+                {"dcmtk-tls": SCPS["dcmtk-tls"]},
+                [
+                    _store_case(
+                        "DCMTK storescu +tls",
+                        "dcmtk",
+                        "dcmtk-tls",
+                        ct,
+                        ct500,
+                        storescu_tls(ct500),
+                        rss="client",
+                    ),
+                    _store_case(
+                        "dicomnet store (CLI), TLS",
+                        "dicomnet",
+                        "dcmtk-tls",
+                        ct,
+                        ct500,
+                        dicomnet_store_tls(ct500),
+                        rss="client",
+                    ),
+                    _store_case(
+                        "dicomnet DicomClient (API), TLS",
+                        "dicomnet",
+                        "dcmtk-tls",
+                        ct,
+                        ct500,
+                        dicomnet_api_tls(ct500),
+                        rss="client",
+                        inner_time=True,
+                    ),
+                ],
+            )
         )
 
     if "3" in rows:
@@ -794,8 +919,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--rows",
         default=None,
-        help="rows to run, e.g. 1,2,5 (default: all; --quick: 1,2,3,4,6,7,8; 7 is bench/qr.py, "
-        "8 bench/web.py)",
+        help="rows to run, e.g. 1,2,5 (default: all; --quick: 1,2,3,4,6,7,8,tls; 7 is "
+        "bench/qr.py, 8 bench/web.py, tls rows 1a and 2a over TLS)",
     )
     parser.add_argument(
         "--reps", type=int, default=None, help="repetitions per row (default 3; --quick 1)"
@@ -825,7 +950,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args(argv)
     args.reps = args.reps or (1 if args.quick else 3)
-    rows = set((args.rows or ("1,2,3,4,6,7,8" if args.quick else "1,2,3,4,5,6,7,8")).split(","))
+    rows = set(
+        (args.rows or ("1,2,3,4,6,7,8,tls" if args.quick else "1,2,3,4,5,6,7,8,tls")).split(",")
+    )
     output = args.output or (OUT / "results-quick.md" if args.quick else BENCH / "results.md")
 
     sets = data.ensure()

@@ -46,6 +46,7 @@ from dicomnet.pdu import (
     AbortReason,
     AbortSource,
 )
+from dicomnet.security.tls import PeerCertificate, TLSSession, peer_certificate, tls_session
 from dicomnet.service import AssociationInfo
 from dicomnet.sinks import DatasetSink
 
@@ -161,6 +162,16 @@ class Association(asyncio.BufferedProtocol):
             self._update_timer()
         if self._on_connected is not None:
             self._on_connected(self)
+
+    @property
+    def peer_certificate(self) -> PeerCertificate | None:
+        """The peer's verified TLS certificate (None on a plain transport, or unverified)."""
+        return peer_certificate(self.transport) if self.transport is not None else None
+
+    @property
+    def tls(self) -> TLSSession | None:
+        """The TLS version and cipher of the transport (None on a plain one)."""
+        return tls_session(self.transport) if self.transport is not None else None
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.conn.get_buffer(sizehint)

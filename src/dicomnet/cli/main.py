@@ -21,6 +21,7 @@ import click
 from dicomnet.cli.common import CONTEXT_SETTINGS, client_main, setup_logging
 from dicomnet.cli.common import scan_files as _scan
 from dicomnet.cli.qr import COMMANDS as QR_COMMANDS
+from dicomnet.cli.security import ClientSecurity, client_security_options, passwd
 from dicomnet.cli.serve import serve
 from dicomnet.cli.web import web
 from dicomnet.client import CStoreRequest, DicomClient, Request
@@ -61,8 +62,16 @@ def main() -> None:
 )
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for each answer.")
 @click.option("-v", "--verbose", count=True, help="Log the association (-vv: and every PDU).")
+@client_security_options
 def echo(
-    host: str, port: int, aet: str, aec: str, count: int, timeout: float, verbose: int
+    host: str,
+    port: int,
+    aet: str,
+    aec: str,
+    count: int,
+    timeout: float,
+    verbose: int,
+    security: ClientSecurity,
 ) -> None:
     """Verify a peer with C-ECHO (like DCMTK's echoscu); prints each status and round-trip time.
 
@@ -81,6 +90,7 @@ def echo(
             acse_timeout=timeout,
             dimse_timeout=timeout,
             connect_timeout=timeout,
+            **security.client_kwargs(),
         ) as client:
             times: list[float] = []
             for i in range(count):
@@ -133,6 +143,7 @@ def echo(
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for each answer.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the summary and the failures.")
 @click.option("-v", "--verbose", count=True, help="Log the association (-vv: and every PDU).")
+@client_security_options
 def store(
     host: str,
     port: int,
@@ -145,6 +156,7 @@ def store(
     timeout: float,
     quiet: bool,
     verbose: int,
+    security: ClientSecurity,
 ) -> None:
     """Send DICOM files and folders with C-STORE (like DCMTK's storescu).
 
@@ -166,7 +178,17 @@ def store(
     sys.exit(
         client_main(
             lambda: _store(
-                host, port, aet, aec, files, max_pdu, async_ops, timeout, quiet, len(skipped)
+                host,
+                port,
+                aet,
+                aec,
+                files,
+                max_pdu,
+                async_ops,
+                timeout,
+                quiet,
+                len(skipped),
+                security,
             )
         )
     )
@@ -183,6 +205,7 @@ async def _store(
     timeout: float,
     quiet: bool,
     skipped: int,
+    security: ClientSecurity | None = None,
 ) -> int:
     from rich.progress import (
         BarColumn,
@@ -260,6 +283,7 @@ async def _store(
                 dimse_timeout=timeout,
                 acse_timeout=timeout,
                 connect_timeout=timeout,
+                **(security.client_kwargs() if security is not None else {}),
             ) as client:
                 for ctx in contexts:
                     client.add_presentation_context(ctx.abstract_syntax, ctx.transfer_syntaxes)
@@ -400,7 +424,7 @@ def _index_metadata(root: Path, index: Any, progress: Any) -> int:
         store.close()
 
 
-for _command in (serve, *QR_COMMANDS, web):
+for _command in (serve, passwd, *QR_COMMANDS, web):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -29,6 +29,14 @@ import click
 
 from dicomnet.archive.storage import DEFAULT_LAYOUT
 from dicomnet.cli.common import CONTEXT_SETTINGS, run, setup_logging
+from dicomnet.cli.security import (
+    FILE_TABLES,
+    SecurityConfig,
+    audit_application,
+    security_options,
+    server_security,
+    tls_socket_for_workers,
+)
 from dicomnet.cli.serve_web import WebSide, check_web_table, open_web
 from dicomnet.sinks import remove_temp_files
 from dicomnet.workers import fork_workers, stop_workers
@@ -100,8 +108,9 @@ _ALIASES = {"peer": "peers"}
 
 
 @dataclass(frozen=True, kw_only=True)
-class ServeConfig:
-    """Everything ``dicomnet serve`` runs with; each field is the option of the same name."""
+class ServeConfig(SecurityConfig):
+    """Everything ``dicomnet serve`` runs with; each field is the option of the same name (the
+    security settings: ``cli/security.py``)."""
 
     host: str = "127.0.0.1"
     port: int = 11112
@@ -163,10 +172,13 @@ def read_config_file(path: str | None) -> dict[str, Any]:
     table = data.get("serve", data)
     if not isinstance(table, dict):
         raise click.BadParameter(f"{path}: [serve] is not a table", param_hint="--config")
-    if table is not data and "peers" in data:  # a top-level [peers] table beside [serve]
-        table = {**table, "peers": data["peers"]}
-    if table is not data and "web" in data:  # and a [web] table
-        table = {**table, "web": data["web"]}
+    for name in (
+        "peers",
+        "web",
+        *FILE_TABLES,
+    ):  # top-level [peers], [web], [users]... beside [serve]
+        if table is not data and name in data:
+            table = {**table, name: data[name]}
     cfg = {str(k).replace("-", "_"): v for k, v in table.items()}
     cfg = {_ALIASES.get(k, k): v for k, v in cfg.items()}
     known = {f.name for f in fields(ServeConfig)}
@@ -282,6 +294,7 @@ def read_config_file(path: str | None) -> dict[str, Any]:
     help="TOML file with any of these options (a [serve] table or top level; "
     "command-line options win).",
 )
+@security_options
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
 @click.option("-v", "--verbose", count=True, help="Debug logging (-v), with PDU dumps.")
 def serve(config_path: str | None, quiet: bool, verbose: int, **options: Any) -> None:
@@ -323,8 +336,11 @@ def run_server(config: ServeConfig) -> int:
         # Before any worker exists: no process of ours can own a leftover yet, and the
         # locks keep the temporary files of other live servers on this storage safe.
         remove_temp_files(config.storage / ".incoming")
+        secure = server_security(config, aet=config.aet, storage=config.storage)
         listening = _listen_for_workers(config) if config.workers > 1 else None
         web_config, http = open_web(config)  # bound here, shared by the workers
+        if config.workers > 1:
+            secure["tls_sock"] = tls_socket_for_workers(config)
     children = fork_workers(config.workers - 1)
     web: WebSide | None = None
     with _usage_errors(config.storage):
@@ -334,7 +350,7 @@ def run_server(config: ServeConfig) -> int:
             factory.on_stored = staticmethod(web.on_stored)
     stopped_cleanly = False  # marks the index clean at the end (no repair on the next start)
     try:
-        stopped_cleanly = run(_serve(config, factory, listening, children, web, http))
+        stopped_cleanly = run(_serve(config, factory, listening, children, web, http, secure))
     except OSError as exc:
         click.echo(f"error: cannot listen on {config.host}:{config.port}: {exc}", err=True)
         return 2
@@ -411,17 +427,20 @@ async def _serve(
     children: list[int] | None,
     web: WebSide | None = None,
     http: socket.socket | None = None,
+    secure: Mapping[str, Any] | None = None,
 ) -> bool:
     """Serve until a signal, then stop: running associations get ``shutdown_timeout`` seconds
     (a second signal aborts them at once). True when every worker stopped cleanly."""
     from dicomnet.server import DicomServer, ServerLimits
 
     limits = ServerLimits(max_associations=config.max_associations)
-    server = DicomServer(factory, config.host, config.port, limits=limits, sock=listening)
+    secure = secure or {}  # TLS and security (cli/security.py)
+    server = DicomServer(factory, config.host, config.port, limits=limits, sock=listening, **secure)
     await server.start()
     if web is not None and http is not None:
         await web.start(http, config.storage, writer=factory.index_writer, layout=config.layout,
                         shutdown_timeout=config.shutdown_timeout)  # fmt: skip
+    audit_application(secure.get("security"), started=True)
     stop = _on_signals()
     _announce(config, server, factory, is_worker=children is None)
     if web is not None and children is not None:
@@ -453,6 +472,7 @@ async def _serve(
         except OSError as exc:
             log.warning("temporary files left in %s: %s", config.storage / ".incoming", exc)
     log.info("stopped after %d association(s)", server.associations_served)
+    audit_application(secure.get("security"), started=False)
     return clean
 
 
@@ -484,8 +504,10 @@ def _announce(
             ", ".join(f"{ae}={h}:{p}" for ae, (h, p) in config.peers.items()) or "none",
         )
     if not is_worker:
+        tls = "" if server.ssl is None else " (TLS)" if server.tls_port is None else ""
+        tls += f" and TLS on {server.tls_port}" if server.tls_port is not None else ""
         click.echo(
-            f"dicomnet serve: listening on {config.host}:{server.port} as {config.aet}, "
+            f"dicomnet serve: listening on {config.host}:{server.port}{tls} as {config.aet}, "
             f"storing into {config.storage}"
             + (f" with {config.workers} processes" if config.workers > 1 else "")
             + " (Ctrl-C to stop)",
