@@ -140,7 +140,12 @@ def pynetdicom_scp(folder: Path) -> Server:
 
 
 def dicomnet_scp(
-    folder: Path, *, fsync: bool = False, workers: int = 1, profile: list[str] | None = None
+    folder: Path,
+    *,
+    fsync: bool = False,
+    workers: int = 1,
+    profile: list[str] | None = None,
+    extra: tuple[str, ...] = (),
 ) -> Server:
     port = free_port()
     serve = [
@@ -153,12 +158,14 @@ def dicomnet_scp(
         str(folder),
         "--max-associations",
         "100",  # as the pynetdicom SCP; the default 64 leaves no headroom in row 4b
+        "--no-web",  # DICOM only, as the other SCPs (row 8 measures DICOMweb)
         "-q",
     ]
     if not fsync:
         serve.append("--no-fsync")
     if workers > 1:
         serve += ["--workers", str(workers)]
+    serve += extra  # e.g. the TLS options
     if profile is None:
         return Server("dicomnet", [dicomnet_cli(), *serve], folder, port)
     # Profiled: the same command line, run under the given profiler prefix.

@@ -28,8 +28,7 @@ from dicomnet.dimse.status import Status, StatusCategory, category
 from dicomnet.errors import NegotiationError
 from dicomnet.negotiation import Negotiated, NegotiatedContext, ProposedContext, storage_context
 from dicomnet.query import parse_tag
-from dicomnet.service import CStoreRequest as ReceivedCStore
-from dicomnet.service import Response
+from dicomnet.service import ReceivedCStore, Response
 from dicomnet.uids import (
     GET_IMAGE_CLASSES,
     GET_OTHER_CLASSES,

@@ -23,11 +23,11 @@ from dicomnet.client import (
 )
 from dicomnet.errors import AssociationAborted
 from dicomnet.negotiation import AssociationDecision, AssociationRequest
-from dicomnet.service import CStoreRequest as ReceivedCStore
 from dicomnet.service import (
     ReceivedCFind,
     ReceivedCGet,
     ReceivedCMove,
+    ReceivedCStore,
     Response,
     Service,
 )
