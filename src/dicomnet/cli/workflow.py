@@ -27,6 +27,7 @@ from dicomnet.archive.commitment import CommitmentReport
 from dicomnet.archive.mpps import MODALITY_PERFORMED_PROCEDURE_STEP, MppsStore
 from dicomnet.archive.worklist import WorklistError, WorklistStore, read_csv, read_json
 from dicomnet.cli.common import CONTEXT_SETTINGS, client_main, setup_logging
+from dicomnet.cli.security import ClientSecurity, client_security_options
 from dicomnet.dimse.status import describe
 
 #: The index file inside a storage folder (``services.storage.INDEX_NAME``).
@@ -200,6 +201,7 @@ def _scu_options(func: Any) -> Any:
         ),
         click.option("-v", "--verbose", count=True, help="Log the association (-vv: every PDU)."),
     ]
+    func = client_security_options(func)  # the TLS and --user options, as ``security``
     for option in reversed(options):
         func = option(func)
     return func
@@ -217,11 +219,20 @@ def _one_dataset(path: str) -> Dataset:
     return ds
 
 
-def _client(host: str, port: int, aet: str, aec: str, timeout: float) -> Any:
+def _client(
+    host: str, port: int, aet: str, aec: str, timeout: float, security: ClientSecurity
+) -> Any:
     from dicomnet.client import DicomClient
 
     return DicomClient(
-        host, port, aet, aec, connect_timeout=timeout, acse_timeout=timeout, dimse_timeout=timeout
+        host,
+        port,
+        aet,
+        aec,
+        connect_timeout=timeout,
+        acse_timeout=timeout,
+        dimse_timeout=timeout,
+        **security.client_kwargs(),
     )
 
 
@@ -236,6 +247,7 @@ def mpps_create(
     aec: str,
     timeout: float,
     verbose: int,
+    security: ClientSecurity,
     file: str,
     uid: str | None,
 ) -> None:
@@ -246,7 +258,7 @@ def mpps_create(
     uid = uid or _pop_uid(ds)
 
     async def go() -> int:
-        async with _client(host, port, aet, aec, timeout) as client:
+        async with _client(host, port, aet, aec, timeout, security) as client:
             result = await client.n_create(MODALITY_PERFORMED_PROCEDURE_STEP, uid, ds)
         if not result.ok:
             click.echo(f"error: N-CREATE: {_failure(result)}", err=True)
@@ -268,6 +280,7 @@ def mpps_set(
     aec: str,
     timeout: float,
     verbose: int,
+    security: ClientSecurity,
     file: str,
     uid: str | None,
 ) -> None:
@@ -281,7 +294,7 @@ def mpps_set(
         raise click.UsageError("give --uid (FILE has no SOP Instance UID)")
 
     async def go() -> int:
-        async with _client(host, port, aet, aec, timeout) as client:
+        async with _client(host, port, aet, aec, timeout, security) as client:
             result = await client.n_set(MODALITY_PERFORMED_PROCEDURE_STEP, uid, ds)
         if not result.ok:
             click.echo(f"error: N-SET {uid}: {_failure(result)}", err=True)
@@ -377,6 +390,7 @@ def commit(
     aec: str,
     timeout: float,
     verbose: int,
+    security: ClientSecurity,
     paths: tuple[str, ...],
     recursive: bool,
     listen_port: int | None,
@@ -424,7 +438,7 @@ def commit(
             )
         start = time.perf_counter()
         try:
-            async with _client(host, port, aet, aec, timeout) as client:
+            async with _client(host, port, aet, aec, timeout, security) as client:
                 report = await client.request_commitment(
                     refs, timeout=timeout, reports=reports if server is not None else None
                 )
