@@ -5,7 +5,9 @@
 
 Rules: the association is opened lazily, with the presentation contexts the queued requests need
 plus those added explicitly; a request that needs a context the open association lacks makes the
-client release it and associate again. Up to the negotiated asynchronous operations window of
+client release it and associate again. A C-STORE whose data set must be converted for the context
+the peer accepted is converted off the event loop (``transcode_pool``), a few requests ahead of
+the one being sent, so that the codecs use the cores while the network is busy. Up to the negotiated asynchronous operations window of
 requests are outstanding at once, each under a message ID that no outstanding request holds
 (``dimse.ids``: 1..65535, cycling). A file's data set is streamed from disk, never read whole.
 Requests the peer sends on the association (a C-GET's C-STORE-RQs, N-EVENT-REPORT-RQs and the
@@ -19,6 +21,7 @@ query/retrieve responses and errors in ``dicomnet.retrieve``; their names are re
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import itertools
 import logging
@@ -59,6 +62,9 @@ from dicomnet.negotiation import (
     read_accept,
 )
 from dicomnet.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, UserIdentityRQ
+from dicomnet.pixels import TranscodePolicy, TranscodePool
+from dicomnet.pixels.policy import DEFAULT_POLICY
+from dicomnet.pixels.pool import default_pool
 from dicomnet.query import (
     QR_LEVELS,
     QR_MODELS,
@@ -130,6 +136,11 @@ class DicomClient:
     ``on_n_set``, ``on_n_action``, ``on_n_create`` and ``on_n_delete`` (an ``NHandler`` each:
     set the attribute, or define the method in a subclass); without one the client answers
     0x0211 Unrecognized operation.
+
+    ``transcode_policy`` is what C-STOREs may do to get a file through (propose its own syntax
+    and an uncompressed fallback, decompress when only that was accepted, compress only to the
+    ``targets`` asked for; a request's own ``policy`` overrides it); conversions run in
+    ``transcode_pool`` (None: the process-wide pool) into files in ``temp_dir``.
     """
 
     on_n_event_report: NHandler | None = None
@@ -152,6 +163,8 @@ class DicomClient:
         dimse_timeout: float | None = 60.0,
         user_identity: UserIdentityRQ | None = None,
         ssl: Any = None,
+        transcode_policy: TranscodePolicy | None = None,
+        transcode_pool: TranscodePool | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -163,9 +176,11 @@ class DicomClient:
         self.dimse_timeout = dimse_timeout
         self.user_identity = user_identity
         self.ssl = ssl
-        #: Where received instances (a C-GET's) stream to when the C-GET names no folder
-        #: (None: the system's temporary folder).
+        #: Where received instances (a C-GET's) stream to when the C-GET names no folder, and
+        #: where converted C-STORE data sets are written (None: the system's temporary folder).
         self.temp_dir: str | os.PathLike[str] | None = None
+        self.transcode_policy = transcode_policy or DEFAULT_POLICY
+        self.transcode_pool = transcode_pool
         self._contexts: list[ProposedContext] = []
         self._async_ops: tuple[int, int] | None = None
         self._queue: list[Request] = []
@@ -312,16 +327,62 @@ class DicomClient:
 
     async def add_request(self, request: Request) -> None:
         """Queue a request; ``send()`` sends the queue."""
+        self._adopt(request)
         self._queue.append(request)
+
+    def _adopt(self, request: Request) -> None:
+        if isinstance(request, CStoreRequest) and request.policy is None:
+            request.policy = self.transcode_policy
+
+    @property
+    def _pool(self) -> TranscodePool:
+        return self.transcode_pool or default_pool()
+
+    async def _prepare(self, request: Request, negotiated: Negotiated) -> None:
+        if isinstance(request, CStoreRequest) and not request.prepared:
+            await request.prepare(negotiated, pool=self._pool, temp_dir=self.temp_dir)
 
     async def send(self) -> None:
         """Send every queued request (associating with the contexts they need) and wait for all
-        of their final responses. Failures are recorded on the requests, not raised."""
+        of their final responses. Failures are recorded on the requests, not raised.
+
+        C-STOREs are prepared (their context chosen, their data set converted if it must be)
+        up to twice the transcoding pool's workers ahead of the one being sent."""
         queue, self._queue = self._queue, []
         if not queue:
             return
-        await self._ensure_contexts([ctx for r in queue for ctx in r.contexts()])
-        futures = [await self._start(r) for r in queue]
+        negotiated = await self._ensure_contexts([ctx for r in queue for ctx in r.contexts()])
+        ahead = 2 * self._pool.max_workers
+        upcoming = iter(queue)
+        preparing: collections.deque[tuple[Request, asyncio.Task[None]]] = collections.deque()
+        loop = asyncio.get_running_loop()
+
+        def fill() -> None:
+            while len(preparing) < ahead:
+                request = next(upcoming, None)
+                if request is None:
+                    return
+                task = loop.create_task(self._prepare(request, negotiated))
+                preparing.append((request, task))
+
+        futures = []
+        try:
+            fill()
+            while preparing:
+                request, task = preparing.popleft()
+                try:
+                    await task
+                except Exception as exc:
+                    request.error = exc
+                    request.cleanup()
+                    fill()
+                    continue
+                fill()
+                futures.append(await self._start(request))
+        finally:
+            for request, task in preparing:
+                task.cancel()
+                request.cleanup()
         await asyncio.gather(*futures, return_exceptions=True)
 
     async def _ensure_contexts(self, needed: Sequence[ProposedContext]) -> Negotiated:
@@ -347,6 +408,7 @@ class DicomClient:
         def finished(f: asyncio.Future[c.ResponseMessage]) -> None:
             slots.release()
             self._inflight.discard(f)
+            request.cleanup()
             if self._pending.get(request.message_id) is request:
                 del self._pending[request.message_id]
             if f.cancelled():
@@ -368,6 +430,9 @@ class DicomClient:
         assoc = self._assoc
         if assoc is None or assoc.negotiated is None or assoc.closed.done():
             raise AssociationAborted("not associated")
+        await self._prepare(request, assoc.negotiated)
+        if assoc.closed.done():
+            raise AssociationAborted("the association ended while the data set was converted")
         # PS3.7 §9.1.1.1: unique among the outstanding requests; 1..65535 (US), cycling.
         request.message_id = self._message_ids.allocate(self._pending)
         self._pending[request.message_id] = request
@@ -511,6 +576,7 @@ class DicomClient:
     # -- direct forms ---------------------------------------------------------------------------------
 
     async def _one(self, request: Request) -> c.ResponseMessage:
+        self._adopt(request)
         await self._ensure_contexts(request.contexts())
         done = await self._start(request)
         if not done.done():

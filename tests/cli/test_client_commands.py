@@ -54,33 +54,62 @@ def test_echo_against_storescp(dcmtk_storescp: Callable[..., DcmtkStorescp]) -> 
 def test_store_mixed_folder_into_storescp(
     dcmtk_storescp: Callable[..., DcmtkStorescp], mixed: Mixed
 ) -> None:
-    """storescp (+xa: every transfer syntax it knows) stores them all but one: rtplan.dcm's meta
-    information names another SOP Instance UID than its data set, which DCMTK answers with
-    0xA900. The deflated file has an odd length and is padded on the wire (PS3.5 §A.5)."""
+    """storescp (+xa: every transfer syntax it knows) stores them all. rtplan.dcm's meta
+    information names another SOP Instance UID than its data set: the C-STORE names the data
+    set's (DCMTK answers 0xA900 to a command that does not match the data set). The deflated
+    file has an odd length and is padded on the wire (PS3.5 §A.5)."""
     scp = dcmtk_storescp(extra=["+xa"])
     result = dicomnet(
         "store", "127.0.0.1", str(scp.port), str(mixed.folder), "-r", "--aec", "STORESCP"
     )
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert summary(result.stdout) == (7, 8, 0, 1, 2)
-    assert re.search(r"failed: \S*rtplan\.dcm: 0xA900 ", result.stderr), result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert summary(result.stdout) == (8, 8, 0, 0, 2)
+    assert "rtplan.dcm: the File Meta Information names" in result.stderr
     for bad in mixed.not_dicom:
         assert f"skipped: {bad}" in result.stderr
     received = {str(dcmread(p).SOPInstanceUID) for p in scp.folder.iterdir()}
     for name, info in mixed.files.items():
-        if name != "rtplan.dcm":
-            assert info.sop_instance_uid in received, name
+        assert str(dcmread(info.path).SOPInstanceUID) in received, name
+    assert "converted" not in result.stdout  # +xa: every file went in its own syntax
+
+
+@pytest.mark.interop
+def test_store_decompresses_for_a_peer_that_accepts_only_uncompressed(
+    dcmtk_storescp: Callable[..., DcmtkStorescp], mixed: Mixed
+) -> None:
+    """Plain storescp accepts only uncompressed syntaxes: the compressed files are decompressed
+    (off the event loop), the summary counts them, the pixels arrive unchanged."""
+    scp = dcmtk_storescp()
+    files = [str(mixed.folder / n) for n in ("CT_small.dcm", "JPEG2000.dcm", "MR_small_RLE.dcm")]
+    result = dicomnet("store", "127.0.0.1", str(scp.port), *files, "--aec", "STORESCP")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert summary(result.stdout) == (3, 3, 0, 0, 0)
+    assert re.search(
+        r"stored: \S*JPEG2000\.dcm \(decompressed JPEG 2000 Image Compression -> "
+        r"Explicit VR Little Endian\)",
+        result.stdout,
+    ), result.stdout
+    assert "converted 2 of 3 files: " in result.stdout
+    assert "1 decompressed RLE Lossless -> Explicit VR Little Endian" in result.stdout
+    received = {str(dcmread(p).SOPInstanceUID): p for p in scp.folder.iterdir()}
+    for name in ("JPEG2000.dcm", "MR_small_RLE.dcm"):
+        original = dcmread(mixed.folder / name)
+        arrived = dcmread(received[str(original.SOPInstanceUID)])
+        assert arrived.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+        assert arrived.pixel_array.tolist() == original.pixel_array.tolist(), name
 
 
 @pytest.mark.interop
 def test_store_fails_when_the_peer_refuses_the_transfer_syntaxes(
     dcmtk_storescp: Callable[..., DcmtkStorescp], mixed: Mixed
 ) -> None:
-    """Plain storescp accepts only uncompressed syntaxes: the compressed files fail with the
-    reason, the others are stored, exit code 1."""
+    """--propose own (dcmsend --decompress-never): plain storescp accepts only uncompressed
+    syntaxes, so the compressed files fail with the reason, the others are stored, exit 1."""
     scp = dcmtk_storescp()
     files = [str(mixed.folder / n) for n in ("CT_small.dcm", "JPEG2000.dcm", "MR_small_RLE.dcm")]
-    result = dicomnet("store", "127.0.0.1", str(scp.port), *files, "--aec", "STORESCP")
+    result = dicomnet(
+        "store", "127.0.0.1", str(scp.port), *files, "--aec", "STORESCP", "--propose", "own"
+    )
     assert result.returncode == 1
     assert summary(result.stdout) == (1, 3, 0, 2, 0)
     assert "failed: " + files[1] + ": not sent: the peer accepted no presentation context" in (
@@ -117,11 +146,12 @@ def test_store_mixed_folder_into_serve_byte_for_byte(
     assert len(stored) == 8
     for name, info in mixed.files.items():
         ds = dcmread(info.path, stop_before_pixels=True)
+        # The C-STORE names the data set's SOP Instance UID (rtplan.dcm's meta disagrees).
         path = (
             server.storage
             / str(ds.StudyInstanceUID)
             / str(ds.SeriesInstanceUID)
-            / f"{info.sop_instance_uid}.dcm"
+            / f"{ds.SOPInstanceUID}.dcm"
         )
         assert path.is_file(), name
         expected = dataset_bytes(info.path)
@@ -129,8 +159,8 @@ def test_store_mixed_folder_into_serve_byte_for_byte(
             expected += b"\x00"  # padded to even length on the wire (PS3.5 §A.5)
         assert dataset_bytes(path) == expected, name
         meta = dcmread(path, stop_before_pixels=True).file_meta
-        assert meta.MediaStorageSOPClassUID == info.sop_class_uid
-        assert meta.MediaStorageSOPInstanceUID == info.sop_instance_uid
+        assert meta.MediaStorageSOPClassUID == ds.SOPClassUID
+        assert meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
         assert meta.TransferSyntaxUID == info.transfer_syntax
     assert "association accepted" in server.log
     assert server.log.count(" stored ") == 8  # a log line per instance

@@ -8,17 +8,22 @@ inside one file (the pool is rebuilt and the file fails with ``TranscodeError``)
 event loop free for other associations.
 
 Rules: workers start through ``forkserver`` (forking a process that runs an event loop and
-threads is unsafe); the pool is created on first use and sized to the cores.
+threads is unsafe); the pool is created on first use and sized to the cores. A worker has no
+logging set up: the warnings and log records of a conversion come back in
+``TranscodeResult.notes`` and are logged by the calling process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
 import functools
+import logging
 import multiprocessing
 import os
 import threading
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -26,6 +31,49 @@ from typing import Any
 from dicomnet.errors import TranscodeError
 from dicomnet.pixels.syntaxes import Target
 from dicomnet.pixels.transcode import TranscodeResult, transcode_file
+
+log = logging.getLogger("dicomnet.pixels")
+
+#: The loggers whose records a worker sends back: dicomnet's pixel layer and pydicom.
+_CAPTURED = ("dicomnet.pixels", "pydicom")
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _in_worker(
+    src: str, dst: str, target: str | Target, options: dict[str, Any]
+) -> TranscodeResult:
+    """``transcode_file`` in a worker, its warnings and log records returned as notes (each
+    once, prefixed with the source path) instead of printed by the worker."""
+    handler = _Collect()
+    loggers = [logging.getLogger(name) for name in _CAPTURED]
+    saved = [(lg.propagate, lg.level) for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.propagate = False
+        if lg.level == logging.NOTSET or lg.level > logging.WARNING:
+            lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = transcode_file(src, dst, target, **options)
+    finally:
+        for lg, (propagate, level) in zip(loggers, saved, strict=True):
+            lg.removeHandler(handler)
+            lg.propagate, lg.level = propagate, level
+    notes: list[str] = []
+    for text in [*handler.messages, *(str(w.message) for w in caught)]:
+        text = text if text.startswith(src) else f"{src}: {text}"
+        if text not in notes:
+            notes.append(text)
+    return dataclasses.replace(result, notes=tuple(notes))
 
 
 class TranscodePool:
@@ -56,17 +104,21 @@ class TranscodePool:
         target: str | Target,
         **options: Any,
     ) -> TranscodeResult:
-        """``transcode_file(src, dst, target, **options)`` in a worker process."""
+        """``transcode_file(src, dst, target, **options)`` in a worker process; the warnings
+        met on the way are logged here (and kept in the result's ``notes``)."""
         executor = self._get()
-        call = functools.partial(transcode_file, os.fspath(src), os.fspath(dst), target, **options)
+        call = functools.partial(_in_worker, os.fspath(src), os.fspath(dst), target, options)
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, call)
+            result = await asyncio.get_running_loop().run_in_executor(executor, call)
         except BrokenProcessPool:
             self._reset(executor)
             raise TranscodeError(
                 f"{os.fspath(src)}: the codec process died while transcoding (a codec crash on "
                 "this file's data); the file was not converted"
             ) from None
+        for note in result.notes:
+            log.warning("%s", note)
+        return result
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:

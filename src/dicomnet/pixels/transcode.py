@@ -135,6 +135,9 @@ class TranscodeResult:
     bytes_in: int
     bytes_out: int
     seconds: float
+    #: Warnings about the input met while converting it (set by ``pool.py``, whose worker
+    #: processes do not log: the caller's process logs them).
+    notes: tuple[str, ...] = ()
 
 
 # --- reading the source --------------------------------------------------------------------------
@@ -412,6 +415,13 @@ def transcode_file(
     try:
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(os.fdopen(fd, "wb", buffering=1 << 20))
+            if action is Action.SEND and dataset_mislabelled(
+                source_path, info.offset, info.transfer_syntax
+            ):
+                # The same syntax, but the data set is not encoded as it says (implicit VR
+                # under an explicit syntax): written again as the syntax says, pixels as they
+                # are.
+                action = Action.REENCODE
             if action is Action.SEND:
                 with source_path.open("rb") as f:
                     shutil.copyfileobj(f, out, _CHUNK)
@@ -440,6 +450,75 @@ def transcode_file(
         bytes_out=dest.stat().st_size,
         seconds=time.perf_counter() - started,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class FileProbe:
+    """What the choice of a context needs to know of a file's data set."""
+
+    has_pixels: bool  # it has (Float/Double Float) Pixel Data at the top level
+    lossy: bool  # its image was lossy compressed (PS3.3 C.7.6.1.1.5, or an always-lossy syntax)
+
+
+def probe_file(
+    path: str | os.PathLike[str], temp_dir: str | os.PathLike[str] | None = None
+) -> FileProbe:
+    """Read ``path``'s data set up to its Pixel Data (never the pixels): whether it has pixels
+    and whether they were lossy compressed. Raises ``TranscodeError`` for an unreadable file."""
+    source_path = Path(path)
+    try:
+        info = read_file_info(source_path)
+    except NotDicomError as exc:
+        raise TranscodeError(str(exc)) from None
+    except OSError as exc:
+        raise TranscodeError(f"{source_path}: {exc.strerror or exc}") from None
+    with contextlib.ExitStack() as stack:
+        if info.transfer_syntax == DeflatedExplicitVRLittleEndian:
+            work_dir = Path(temp_dir) if temp_dir is not None else Path(tempfile.gettempdir())
+            fileobj, offset = _inflated(stack, source_path, info.offset, work_dir)
+            source = _Source(source_path, fileobj, offset, ExplicitVRLittleEndian)
+        else:
+            fileobj = stack.enter_context(source_path.open("rb"))
+            source = _Source(source_path, fileobj, info.offset, info.transfer_syntax)
+        head, bulk, _ = _read_head(source)
+    lossy = _text(head.get("LossyImageCompression")) == "01" or info.transfer_syntax in ALWAYS_LOSSY
+    return FileProbe(has_pixels=bulk is not None, lossy=lossy)
+
+
+#: Value Representations (PS3.5 Table 6.2-1): an explicit VR element header names one.
+_VRS = frozenset(
+    b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL "
+    b"UN UR US UT UV".split()
+)
+
+
+def dataset_mislabelled(path: str | os.PathLike[str], offset: int, transfer_syntax: str) -> bool:
+    """True when the data set at ``offset`` is visibly not in the VR encoding its transfer
+    syntax says (a known writer bug: implicit VR elements under an explicit VR syntax, or the
+    other way round): the first element's header decides, as pydicom's reader does. Deflated
+    and unknown syntaxes are not checked."""
+    implicit, little = _encoding(transfer_syntax)
+    if transfer_syntax == DeflatedExplicitVRLittleEndian or not little:
+        return False
+    try:
+        with open(path, "rb") as f:
+            raw = os.pread(f.fileno(), 8, offset)
+    except OSError:
+        return False
+    if len(raw) < 8:
+        return False
+    looks_explicit = raw[4:6] in _VRS
+    return looks_explicit if implicit else not looks_explicit
+
+
+def _copy_range(source: _Source, start: int, end: int, body: _Body) -> None:
+    pos = start
+    while pos < end:
+        chunk = source.read(pos, min(_CHUNK, end - pos))
+        if not chunk:
+            raise TranscodeError(f"{source.path}: the file ends inside the Pixel Data")
+        body.write(chunk)
+        pos += len(chunk)
 
 
 def _inflated(
@@ -485,6 +564,10 @@ def _convert(
         trailing = _read_trailing(source, bulk.end)
     target_syntax = goal.transfer_syntax
     implicit, little = _encoding(_dataset_syntax(target_syntax))
+    # The File Meta Information of the output names the data set's own SOP Class and Instance
+    # (PS3.10 7.1: copies of them), also when the source's meta information disagreed.
+    sop_class_uid = _text(head.get("SOPClassUID")) or sop_class_uid
+    sop_instance_uid = _text(head.get("SOPInstanceUID")) or sop_instance_uid
     meta_ae = None
     if action in (Action.REENCODE,) or bulk is None or bulk.tag != PIXEL_DATA:
         if bulk is not None and bulk.tag != PIXEL_DATA and not goal.native:
@@ -492,7 +575,8 @@ def _convert(
                 f"{path}: {_tag_name(bulk.tag)} cannot be compressed (PS3.5 A.4 encapsulates "
                 "Pixel Data only)"
             )
-        if bulk is not None and bulk.length == _UNDEFINED:
+        encapsulated = bulk is not None and bulk.length == _UNDEFINED
+        if encapsulated and (is_native(source_syntax) or source_syntax != target_syntax):
             raise TranscodeError(
                 f"{path}: Pixel Data of undefined length in {syntax_name(source_syntax)}, a "
                 "native syntax (PS3.5 A.4 allows it only for encapsulated syntaxes)"
@@ -500,7 +584,14 @@ def _convert(
         out.write(file_meta_bytes(sop_class_uid, sop_instance_uid, target_syntax, meta_ae))
         body = _Body(out, target_syntax == DeflatedExplicitVRLittleEndian)
         body.write(encode_dataset(head, _dataset_syntax(target_syntax)))
-        if bulk is not None:
+        if bulk is not None and encapsulated:
+            # The same encapsulated syntax: the items are copied as they are (their headers
+            # carry no VR, PS3.5 A.4), the elements after them re-encoded.
+            items = read_items(source.read, bulk.value_offset, source.size)
+            body.write(_element_header(bulk.tag, "OB", _UNDEFINED, False, True))
+            _copy_range(source, bulk.value_offset, items.end, body)
+            trailing = _read_trailing(source, items.end)
+        elif bulk is not None:
             _copy_native(source, bulk, head, body, implicit, little)
         if trailing is not None:
             body.write(encode_dataset(trailing, _dataset_syntax(target_syntax)))
