@@ -145,6 +145,19 @@ def dicomnet_api(files: list[Path]) -> Callable[[Server, Path], list[list[str]]]
     return lambda s, d: [[PYTHON, AGENTS, "dicomnet-store", str(s.port), _filelist(files, d)]]
 
 
+def dcmsend_decompress(files: list[Path]) -> Callable[[Server, Path], list[list[str]]]:
+    return lambda s, _d: [
+        [
+            dcmtk("dcmsend"),
+            *DCMTK_PDU,
+            "--decompress-lossless",
+            "127.0.0.1",
+            str(s.port),
+            *map(str, files),
+        ]
+    ]
+
+
 def echoscu(count: int) -> Callable[[Server, Path], list[list[str]]]:
     return lambda s, _d: [[dcmtk("echoscu"), "--repeat", str(count), "127.0.0.1", str(s.port)]]
 
@@ -484,6 +497,39 @@ def build_groups(sets: dict[str, DataSet], quick: bool, rows: set[str]) -> list[
                     Case("DCMTK storescp", "dcmtk", "dcmtk", echoscu(n), count=n),
                     Case("pynetdicom SCP", "pynetdicom", "pynetdicom", echoscu(n_py), count=n_py),
                     Case("dicomnet serve", "dicomnet", "dicomnet", echoscu(n), count=n),
+                ],
+            )
+        )
+    if "8" in rows:
+        jls = data.ensure_jls(ct)
+        jls500 = jls.files[: 500 // q]
+        groups.append(
+            Group(
+                "8a",
+                f"transcoding: {len(jls500)} CT in JPEG-LS lossless (dcmcjpls) → DCMTK storescp "
+                "accepting only uncompressed (decompressed by the sender)",
+                "img",
+                {"dcmtk": SCPS["dcmtk"]},
+                [
+                    _store_case(
+                        "DCMTK dcmsend --decompress-lossless",
+                        "dcmtk",
+                        "dcmtk",
+                        jls,
+                        jls500,
+                        dcmsend_decompress(jls500),
+                        rss="client",
+                    ),
+                    _store_case(
+                        "dicomnet store",
+                        "dicomnet",
+                        "dcmtk",
+                        jls,
+                        jls500,
+                        dicomnet_store(jls500),
+                        rss="client",
+                        note="peak RSS of the main process; codec workers: see 8c",
+                    ),
                 ],
             )
         )
