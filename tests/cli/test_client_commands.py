@@ -279,3 +279,94 @@ def test_store_needing_over_128_contexts_uses_two_associations(
     assert len(server.stored()) == 130
     accepted = re.findall(r"association accepted: (\d+) of (\d+) presentation contexts", server.log)
     assert sorted(accepted) == [("128", "128"), ("2", "2")]
+
+
+# --- transcoding options --------------------------------------------------------------------------
+
+
+@pytest.mark.interop
+def test_store_compresses_to_the_transfer_syntax_asked_for(
+    dcmtk_storescp: Callable[..., DcmtkStorescp], mixed: Mixed
+) -> None:
+    """--transfer-syntax jpeg-ls-lossless (storescu's -xs family, dcmsend has none): proposed
+    first and chosen when the peer accepts it; the pixels survive; a data set without pixels
+    goes in its own syntax."""
+    pytest.importorskip("numpy")
+    from dicomnet.pixels import can_encode
+
+    if not can_encode("jpeg-ls-lossless"):
+        pytest.skip("the codecs extra is not installed")
+    scp = dcmtk_storescp(extra=["+xa"])
+    files = [str(mixed.folder / n) for n in ("CT_small.dcm", "MR_small_RLE.dcm")]
+    files.append(str(mixed.folder / "sub" / "reportsi.dcm"))
+    result = dicomnet(
+        "store", "127.0.0.1", str(scp.port), *files, "--aec", "STORESCP", "-x", "jpeg-ls-lossless"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 compressed Explicit VR Little Endian -> JPEG-LS Lossless" in result.stdout
+    assert "1 transcoded RLE Lossless -> JPEG-LS Lossless" in result.stdout
+    received = {str(dcmread(p).SOPInstanceUID): dcmread(p) for p in scp.folder.iterdir()}
+    for name in ("CT_small.dcm", "MR_small_RLE.dcm"):
+        original = dcmread(mixed.folder / name)
+        arrived = received[str(original.SOPInstanceUID)]
+        assert arrived.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.80", name
+        assert "LossyImageCompression" not in arrived, name
+        assert arrived.pixel_array.tolist() == original.pixel_array.tolist(), name
+    report = dcmread(mixed.folder / "sub" / "reportsi.dcm")
+    assert (
+        received[str(report.SOPInstanceUID)].file_meta.TransferSyntaxUID
+        == report.file_meta.TransferSyntaxUID
+    )
+
+
+def test_lossy_transfer_syntax_needs_allow_lossy(mixed: Mixed) -> None:
+    ct = str(mixed.folder / "CT_small.dcm")
+    result = dicomnet("store", "127.0.0.1", "11112", ct, "--transfer-syntax", "jpeg-baseline")
+    assert result.returncode == 2
+    assert "is lossy: add --allow-lossy" in result.stderr
+    unknown = dicomnet("store", "127.0.0.1", "11112", ct, "-x", "jpeg-xl")
+    assert unknown.returncode == 2 and "unknown transfer syntax 'jpeg-xl'" in unknown.stderr
+
+
+@pytest.mark.interop
+def test_lossy_compression_marks_the_copy_and_refuses_lossy_input_unless_asked_twice(
+    dcmtk_storescp: Callable[..., DcmtkStorescp], mixed: Mixed
+) -> None:
+    """PS3.3 C.7.6.1.1.5: a lossy copy says so and is a new instance; an image that was lossy
+    already is not compressed lossy again without --allow-lossy-to-lossy (it goes as it is)."""
+    pytest.importorskip("numpy")
+    from dicomnet.pixels import can_encode
+
+    if not can_encode("jpeg-ls-near-lossless"):
+        pytest.skip("the codecs extra is not installed")
+    scp = dcmtk_storescp(extra=["+xa"])
+    ct = mixed.folder / "CT_small.dcm"
+    jpeg = mixed.folder / "SC_rgb_jpeg_dcmtk.dcm"
+    result = dicomnet(
+        "store",
+        "127.0.0.1",
+        str(scp.port),
+        str(ct),
+        str(jpeg),
+        "--aec",
+        "STORESCP",
+        "-x",
+        "jpeg-ls-near-lossless",
+        "--allow-lossy",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(
+        r"stored: \S*CT_small\.dcm \(compressed .*, lossy: new SOP Instance UID ", result.stdout
+    )
+    original = dcmread(ct)
+    arrived = {str(dcmread(p).SOPInstanceUID): dcmread(p) for p in scp.folder.iterdir()}
+    assert str(original.SOPInstanceUID) not in arrived  # a new instance
+    [copy] = [ds for ds in arrived.values() if ds.Modality == "CT"]
+    assert copy.LossyImageCompression == "01"
+    assert copy.LossyImageCompressionMethod == "ISO_14495_1"
+    assert float(copy.LossyImageCompressionRatio) > 1
+    difference = copy.pixel_array.astype(int) - original.pixel_array.astype(int)
+    assert 0 < abs(difference).max() <= 2  # NEAR=2
+    # The JPEG Baseline image was lossy already: sent as it was.
+    jpeg_uid = str(dcmread(jpeg).SOPInstanceUID)
+    assert arrived[jpeg_uid].file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
