@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,fast,codecs]'
+	$(BIN)/python -m pip install --quiet -e '.[test,fast,codecs,web]'
 	touch $(STAMP)
 
 ## make serve: a storage node on 127.0.0.1:11112 (AE DICOMNET) writing into ./dicom-store

@@ -12,14 +12,16 @@ import sys
 from pathlib import Path
 
 import dicomnet
-from dicomnet import Reason, Reject, Source, Status
+from dicomnet import Reason, ReceivedCEcho, ReceivedCStore, Reject, Source, Status
+from dicomnet.service import CEchoProvider, CStoreProvider
 from dicomnet.uids import IMAGE_SYNTAXES, UNCOMPRESSED, VERIFICATION, is_storage, is_valid_uid
 
 root = Path("DICOM")
 
 
-class StoreSCP(dicomnet.Service):
+class StoreSCP(dicomnet.Service, CStoreProvider, CEchoProvider):  # mypy checks the handlers
     temp_dir = root / ".incoming"  # same file system as the archive: save() is a rename
+    max_operations_performed = 8  # asynchronous operations window, if the SCU asks for one
 
     async def on_association_request(self, request: dicomnet.AssociationRequest):  # type: ignore[no-untyped-def]
         if request.called_ae_title != "STORESCP":
@@ -33,7 +35,7 @@ class StoreSCP(dicomnet.Service):
                 pc.accept(IMAGE_SYNTAXES)
         return request.accept()
 
-    async def on_c_store(self, request: dicomnet.service.CStoreRequest) -> int:
+    async def on_c_store(self, request: ReceivedCStore) -> int:
         study_uid = str(request.dataset.get("StudyInstanceUID", ""))
         instance_uid = request.sop_instance_uid
         if not (is_valid_uid(study_uid) and is_valid_uid(instance_uid)):
@@ -42,7 +44,7 @@ class StoreSCP(dicomnet.Service):
         await request.save(root / study_uid / f"{instance_uid}.dcm")
         return Status.SUCCESS
 
-    async def on_c_echo(self, request: dicomnet.service.CEchoRequest) -> int:
+    async def on_c_echo(self, request: ReceivedCEcho) -> int:
         return Status.SUCCESS
 
 

@@ -10,6 +10,7 @@ import asyncio
 import sys
 
 import dicomnet
+from dicomnet.dimse.commands import ResponseMessage
 from dicomnet.dimse.status import describe
 
 
@@ -18,8 +19,9 @@ async def main(host: str, port: int, paths: list[str]) -> int:
 
     def on_response(request: dicomnet.Request, response: object) -> None:
         nonlocal failures
-        assert isinstance(request, dicomnet.CStoreRequest)
-        status = int(getattr(response, "status", 0xFFFF))
+        assert isinstance(request, dicomnet.CStoreRequest)  # what we sent
+        assert isinstance(response, ResponseMessage)  # its C-STORE-RSP
+        status = response.status
         if status != 0:
             failures += 1
         print(f"{request.sop_instance_uid}: {describe(status)}", flush=True)

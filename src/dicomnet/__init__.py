@@ -1,7 +1,8 @@
 """dicomnet: DICOM network communication for Python, asyncio-native and streaming.
 
-The names most programs need are here: ``DicomServer`` and ``Service`` (with the request types
-handlers receive), ``DicomClient`` and its request types, ``Status`` and the A-ASSOCIATE-RJ enums.
+The names most programs need are here: ``DicomServer`` and ``Service`` with the requests handlers
+receive (``ReceivedCStore``, ``ReceivedCFind``, ...), ``DicomClient`` with the requests a client
+sends (``CStoreRequest``, ``CFindRequest``, ...), ``Status`` and the A-ASSOCIATE-RJ enums.
 """
 
 from dicomnet.client import (
@@ -31,7 +32,17 @@ from dicomnet.pdu import RejectReason as Reason
 from dicomnet.pdu import RejectResult as Reject
 from dicomnet.pdu import RejectSource as Source
 from dicomnet.server import DicomServer, ServerLimits
-from dicomnet.service import AssociationInfo, Response, Service
+from dicomnet.service import (
+    AssociationInfo,
+    ReceivedCEcho,
+    ReceivedCFind,
+    ReceivedCGet,
+    ReceivedCMove,
+    ReceivedCStore,
+    ReceivedN,
+    Response,
+    Service,
+)
 
 __version__ = "0.1.0"
 
@@ -57,6 +68,12 @@ __all__ = [
     "PresentationContextResult",
     "ProposedContext",
     "Reason",
+    "ReceivedCEcho",
+    "ReceivedCFind",
+    "ReceivedCGet",
+    "ReceivedCMove",
+    "ReceivedCStore",
+    "ReceivedN",
     "Reject",
     "RemoteProtocolError",
     "Request",

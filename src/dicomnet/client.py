@@ -114,9 +114,8 @@ from dicomnet.retrieve import (
     progress,
     receive_store,
 )
-from dicomnet.service import AssociationInfo
-from dicomnet.service import NRequest as ReceivedN
-from dicomnet.sinks import DatasetSink, FileSink, MemorySink, file_meta_bytes
+from dicomnet.service import AssociationInfo, ReceivedN
+from dicomnet.sinks import DatasetSink, FileSink, MemorySink, make_sink
 from dicomnet.uids import UNCOMPRESSED, VERIFICATION
 
 log = logging.getLogger("dicomnet.client")
@@ -442,18 +441,14 @@ class DicomClient:
     # -- receiving ------------------------------------------------------------------------------------
 
     def _make_sink(self, message: c.Message, ctx: NegotiatedContext) -> DatasetSink:
+        # A C-GET's instance streams into a temporary file: in the C-GET's folder if it names
+        # one, else the client's (sinks.make_sink, shared with the server).
+        temp_dir = self.temp_dir
         if isinstance(message, c.CStoreRQ):
-            # A C-GET's instance streams into a temporary file: in the C-GET's folder if it
-            # names one, else the client's.
             get = self._get_for(message)
-            meta = file_meta_bytes(
-                message.affected_sop_class_uid,
-                message.affected_sop_instance_uid,
-                ctx.transfer_syntax,
-            )
-            temp_dir = self.temp_dir if get is None or get.temp_dir is None else get.temp_dir
-            return FileSink(temp_dir, meta)
-        return MemorySink()
+            if get is not None and get.temp_dir is not None:
+                temp_dir = get.temp_dir
+        return make_sink(message, ctx, temp_dir=temp_dir)
 
     def _get_for(self, message: c.CStoreRQ) -> CGetRequest | None:
         """The outstanding C-GET a received C-STORE-RQ belongs to. PS3.4 §C.4.3.1.2 sends the

@@ -212,33 +212,71 @@ class Negotiated:
 # --- acceptor -----------------------------------------------------------------------------------
 
 
-def check_request(rq: A_ASSOCIATE_RQ) -> A_ASSOCIATE_RJ | None:
-    """The service provider's checks before a service sees the request (PS3.8 §9.2, AE-6).
+@dataclass(slots=True, frozen=True)
+class Rejection:
+    """An A-ASSOCIATE-RJ to send, and why in words (for the log)."""
 
-    Returns the A-ASSOCIATE-RJ to send, or None when the request may go to the service.
+    pdu: A_ASSOCIATE_RJ
+    why: str
+
+
+def check_request(
+    rq: A_ASSOCIATE_RQ, *, active: int = 0, max_associations: int | None = None
+) -> Rejection | None:
+    """The service provider's checks before a service sees the request (PS3.8 §9.2, AE-6):
+    the protocol version, the application context, at least one presentation context, a
+    maximum PDU length that can carry data, non-empty AE titles, and (with
+    ``max_associations``) the number of associations open now, this one included.
+
+    Returns the rejection, or None when the request may go to the service.
     """
+    permanent, user = RejectResult.PERMANENT, RejectSource.SERVICE_USER
     if not rq.protocol_version & 0x0001:
-        return A_ASSOCIATE_RJ(
-            RejectResult.PERMANENT,
-            RejectSource.SERVICE_PROVIDER_ACSE,
-            RejectReason.PROTOCOL_VERSION_NOT_SUPPORTED,
+        return Rejection(
+            A_ASSOCIATE_RJ(
+                permanent,
+                RejectSource.SERVICE_PROVIDER_ACSE,
+                RejectReason.PROTOCOL_VERSION_NOT_SUPPORTED,
+            ),
+            f"protocol version 0x{rq.protocol_version:04X} lacks version 1 (bit 0)",
         )
     if rq.application_context != DICOM_APPLICATION_CONTEXT:
-        return A_ASSOCIATE_RJ(
-            RejectResult.PERMANENT,
-            RejectSource.SERVICE_USER,
-            RejectReason.APPLICATION_CONTEXT_NOT_SUPPORTED,
+        return Rejection(
+            A_ASSOCIATE_RJ(permanent, user, RejectReason.APPLICATION_CONTEXT_NOT_SUPPORTED),
+            f"application context {rq.application_context!r} is not DICOM's",
         )
     if not rq.presentation_contexts:
-        return A_ASSOCIATE_RJ(
-            RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.NO_REASON
+        return Rejection(
+            A_ASSOCIATE_RJ(permanent, user, RejectReason.NO_REASON),
+            "no presentation context proposed",
         )
     max_length = rq.user_information.maximum_length
     if max_length is not None and 0 < max_length < MIN_PEER_MAX_PDU_LENGTH:
         # A P-DATA-TF this small cannot carry a PDV with any data (PS3.8 §9.3.5: 6 bytes of
         # PDV item header), so no message could ever be sent to this peer.
-        return A_ASSOCIATE_RJ(
-            RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.NO_REASON
+        return Rejection(
+            A_ASSOCIATE_RJ(permanent, user, RejectReason.NO_REASON),
+            f"maximum PDU length {max_length} is too small",
+        )
+    # PS3.8 §9.3.2: an AE title of 16 spaces ("no name") shall not be used.
+    if not rq.called_ae_title:
+        return Rejection(
+            A_ASSOCIATE_RJ(permanent, user, RejectReason.CALLED_AE_NOT_RECOGNIZED),
+            "the called AE title is empty",
+        )
+    if not rq.calling_ae_title:
+        return Rejection(
+            A_ASSOCIATE_RJ(permanent, user, RejectReason.CALLING_AE_NOT_RECOGNIZED),
+            "the calling AE title is empty",
+        )
+    if max_associations is not None and active > max_associations:
+        return Rejection(
+            A_ASSOCIATE_RJ(
+                RejectResult.TRANSIENT,
+                RejectSource.SERVICE_PROVIDER_PRESENTATION,
+                RejectReason.LOCAL_LIMIT_EXCEEDED,
+            ),
+            f"{max_associations} associations at once",
         )
     return None
 

@@ -46,8 +46,7 @@ from dicomnet.pixels import (
 )
 from dicomnet.pixels.policy import DEFAULT_POLICY
 from dicomnet.query import parse_tag
-from dicomnet.service import CStoreRequest as ReceivedCStore
-from dicomnet.service import Response
+from dicomnet.service import ReceivedCStore, Response
 from dicomnet.uids import (
     GET_IMAGE_CLASSES,
     GET_OTHER_CLASSES,

@@ -36,12 +36,10 @@ from dicomnet.association import Association, Incoming
 from dicomnet.dataset import encode_dataset
 from dicomnet.dimse import commands as c
 from dicomnet.dimse.status import Status, StatusCategory, category, describe
+from dicomnet.dispatch import answer_c_store, status_fields
 from dicomnet.errors import DicomNetError, DicomTimeoutError
 from dicomnet.requests import QueryRequest, StoreHandler
-from dicomnet.service import AssociationInfo, Response, Service
-from dicomnet.service import CStoreRequest as ReceivedCStore
-from dicomnet.service import NRequest as ReceivedN
-from dicomnet.sinks import FileSink
+from dicomnet.service import AssociationInfo, ReceivedN, Response, Service
 from dicomnet.uids import VERIFICATION
 
 log = logging.getLogger("dicomnet.client")
@@ -280,51 +278,12 @@ def _error_fields(message: c.ResponseMessage) -> tuple[str | None, list[int] | N
 
 
 async def receive_store(assoc: Association, item: Incoming, store: StoreHandler | None) -> None:
-    """Answer a C-STORE-RQ received during a C-GET (PS3.4 §C.4.3.1.2): hand its file to the
-    C-GET's ``store`` handler and answer with the status it returns (None means success).
-    The temporary file is removed afterwards unless the handler saved it."""
-    message = item.message
-    assert isinstance(message, c.CStoreRQ)
-    sink = item.sink
-    status: int = Status.SUCCESS
-    comment: str | None = None
+    """Answer a C-STORE-RQ received during a C-GET (PS3.4 §C.4.3.1.2) through the server's one
+    C-STORE path (``dispatch.answer_c_store``): the C-GET's ``store`` handler gets the file and
+    its status is the answer (None means success; no C-GET outstanding is "SOP class not
+    supported"). The temporary file is removed afterwards unless the handler saved it."""
     try:
-        if item.error is not None or not isinstance(sink, FileSink):
-            status = Status.OUT_OF_RESOURCES
-            comment = f"data set not received: {item.error}"
-        elif store is None:
-            status = Status.OUT_OF_RESOURCES
-            comment = "no C-STORE handler (not in a C-GET)"
-        else:
-            request = ReceivedCStore(
-                assoc.info,
-                item.context,
-                message,
-                path=sink.path,
-                size=sink.size,
-                prefix=sink.prefix,
-            )
-            result = await store(request)
-            if isinstance(result, Response):
-                status, comment = int(result.status), result.error_comment
-            elif result is not None:
-                status = int(result)
-    except Exception as exc:
-        log.exception("storing a received instance failed")
-        status, comment = Status.UNABLE_TO_PROCESS, f"{type(exc).__name__}: {exc}"
-    finally:
-        if isinstance(sink, FileSink):
-            sink.discard()  # gone already when the handler saved it
-    rsp = c.CStoreRSP(
-        message_id_being_responded_to=message.message_id,
-        affected_sop_class_uid=message.affected_sop_class_uid,
-        affected_sop_instance_uid=message.affected_sop_instance_uid,
-        status=status,
-        error_comment=comment[:64] if comment else None,
-        has_dataset=False,
-    )
-    try:
-        await assoc.send_message(item.context.context_id, rsp)
+        await answer_c_store(item, assoc.info, store, assoc.send_message)
     except DicomNetError as exc:
         log.warning("cannot answer C-STORE-RQ: %s", exc)
 
@@ -357,56 +316,16 @@ N_HANDLER_NAMES: dict[type[c.Message], str] = {
 }
 
 #: (0000,0902) Error Comment is an LO: at most 64 characters (PS3.5 Table 6.2-1).
-_MAX_COMMENT = 64
 
 
 def n_response(
     message: c.Message, status: int, *, has_dataset: bool = False, **values: Any
 ) -> c.Message:
-    """The response to a received N request (PS3.7 §10.3): the message ID it answers, the
-    status, the Affected SOP Class/Instance UID echoing the request's affected or requested
-    ones (U(=), PS3.7 §10.1), and the Event / Action Type ID when a reply data set goes with it
-    (C(=), PS3.7 §10.1.1.1.4, §10.1.4.1.4). ``values`` follow (error comment, error ID,
-    offending elements, a type ID with a failure, the instance an N-CREATE assigned...); None
-    values and names the response lacks are left out."""
-    rsp_cls = N_REQUESTS[type(message)]
-    names = rsp_cls.__dataclass_fields__
-    fields: dict[str, Any] = {
-        "message_id_being_responded_to": getattr(message, "message_id", 0),
-        "status": status,
-        "has_dataset": has_dataset,
-    }
-    for name, requested in (
-        ("affected_sop_class_uid", "requested_sop_class_uid"),
-        ("affected_sop_instance_uid", "requested_sop_instance_uid"),
-    ):
-        value = getattr(message, name, None) or getattr(message, requested, None)
-        if value:
-            fields[name] = value
-    if has_dataset:
-        for name in ("event_type_id", "action_type_id"):
-            if name in names and getattr(message, name, None) is not None:
-                fields[name] = getattr(message, name)
-    for name, value in values.items():
-        if value is not None and name in names:
-            fields[name] = value
-    comment = fields.get("error_comment")
-    if isinstance(comment, str):
-        fields["error_comment"] = comment[:_MAX_COMMENT]
-    return rsp_cls(**fields)
-
-
-def _fields(result: int | Response | None) -> tuple[int, dict[str, Any], Dataset | None]:
-    """A handler's answer as (status, the response's other fields, data set); None is success."""
-    if result is None:
-        return Status.SUCCESS, {}, None
-    if isinstance(result, Response):
-        values: dict[str, Any] = dict(result.extra)
-        values["error_comment"] = result.error_comment
-        values["error_id"] = result.error_id
-        values["offending_elements"] = result.offending_elements
-        return int(result.status), values, result.dataset
-    return int(result), {}, None
+    """The response to a received N request (PS3.7 §10.3), built by the request's own
+    ``response`` (which echoes the affected/requested SOP class and instance and, with a reply
+    data set, the Event / Action Type ID)."""
+    assert isinstance(message, c.RequestMessage)
+    return c.as_message(message.response(status, has_dataset=has_dataset, **values))
 
 
 async def answer_n_request(
@@ -446,7 +365,7 @@ async def answer_n_request(
             result = Response(
                 Status.PROCESSING_FAILURE, error_comment=f"{type(exc).__name__}: {exc}"
             )
-    status, values, ds = _fields(result)
+    status, values, ds = status_fields(result)
     data = None
     if ds is not None:
         try:

@@ -5,36 +5,49 @@ status), never the server; a peer that breaks the protocol is aborted and logged
 goes on. Limits: the number of associations at once (beyond it: A-ASSOCIATE-RJ transient, local
 limit exceeded), ARTIM, the idle time of an established association, and the time a handler may
 take.
+
+Each association's runner owns its life: negotiation (the provider's checks are
+``negotiation.check_request``), the request queue and the asynchronous operations window, the
+idle limit, release and abort, and the C-STORE sub-operations of C-GET (sent with the
+association's message IDs, ``dimse.ids.MessageIds``). What each request means, its handler and
+its response, is ``dispatch.RequestDispatcher``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import itertools
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 from types import TracebackType
 from typing import Any
 
-from pydicom import Dataset, dcmread
+from pydicom import dcmread
 from pydicom.uid import UID
 
 from dicomnet.association import Association, Incoming, IncomingInvalid
 from dicomnet.connection import Aborted, Role
 from dicomnet.dataset import FileInfo, encode_dataset, read_file_info
-from dicomnet.dimse import commands as c
-from dicomnet.dimse.status import Status, StatusCategory, category
-from dicomnet.errors import AssociationAborted, DicomNetError
+from dicomnet.dimse.commands import (
+    CCancelRQ,
+    CEchoRQ,
+    CStoreRQ,
+    RequestMessage,
+    ResponseMessage,
+    as_message,
+)
+from dicomnet.dimse.ids import MessageIds
+from dicomnet.dimse.status import RetrieveStatus, Status
+from dicomnet.dispatch import RequestDispatcher
+from dicomnet.errors import AssociationAborted, DicomNetError, reject_description
+from dicomnet.fsm import State
 from dicomnet.negotiation import (
     DEFAULT_MAX_PDU_LENGTH,
-    MIN_PEER_MAX_PDU_LENGTH,
-    NegotiatedContext,
     build_accept,
     build_reject,
     check_request,
@@ -45,23 +58,11 @@ from dicomnet.pdu import (
     A_ASSOCIATE_RQ,
     AbortReason,
     AbortSource,
-    RejectReason,
     RejectResult,
     RejectSource,
 )
-from dicomnet.service import (
-    AssociationInfo,
-    CEchoRequest,
-    CFindRequest,
-    CGetRequest,
-    CMoveRequest,
-    CStoreRequest,
-    DimseRequest,
-    NRequest,
-    Response,
-    Service,
-)
-from dicomnet.sinks import DatasetSink, FileSink, MemorySink, close_temp_pools, file_meta_bytes
+from dicomnet.service import AssociationInfo, Service
+from dicomnet.sinks import FileSink, close_temp_pools, make_sink
 
 log = logging.getLogger("dicomnet.server")
 
@@ -82,59 +83,29 @@ class ServerLimits:
 
 _ids = itertools.count(1)
 
-# Request -> response class, for answering messages generically.
-_RESPONSES: dict[type[Any], type[Any]] = {
-    c.CEchoRQ: c.CEchoRSP,
-    c.CStoreRQ: c.CStoreRSP,
-    c.CFindRQ: c.CFindRSP,
-    c.CMoveRQ: c.CMoveRSP,
-    c.CGetRQ: c.CGetRSP,
-    c.NEventReportRQ: c.NEventReportRSP,
-    c.NGetRQ: c.NGetRSP,
-    c.NSetRQ: c.NSetRSP,
-    c.NActionRQ: c.NActionRSP,
-    c.NCreateRQ: c.NCreateRSP,
-    c.NDeleteRQ: c.NDeleteRSP,
-}
 
-_RESPONSE_BY_FIELD: dict[int, type[Any]] = {rsp.COMMAND_FIELD: rsp for rsp in _RESPONSES.values()}
-_RESPONSE_TYPES = frozenset(_RESPONSES.values())
+# What the runner's queue carries besides requests: the association's life events, in order
+# with the requests received before them.
 
 
-def _response(rq: c.Message, status: int, *, has_dataset: bool = False, **extra: Any) -> c.Message:
-    """The response message for a request, echoing the fields PS3.7 says it echoes."""
-    rsp_cls = _RESPONSES[type(rq)]
-    fields: dict[str, Any] = {
-        "message_id_being_responded_to": rq.message_id,  # type: ignore[union-attr]
-        "status": status,
-        "has_dataset": has_dataset,
-    }
-    for name in ("affected_sop_class_uid", "affected_sop_instance_uid"):
-        if hasattr(rsp_cls, "__dataclass_fields__") and name in rsp_cls.__dataclass_fields__:
-            value = getattr(rq, name, None)
-            if value is None and name == "affected_sop_class_uid":
-                value = getattr(rq, "requested_sop_class_uid", None)
-            if value is None and name == "affected_sop_instance_uid":
-                value = getattr(rq, "requested_sop_instance_uid", None)
-            if value is not None:
-                fields[name] = value
-    for key, value in extra.items():
-        if value is not None and key in rsp_cls.__dataclass_fields__:
-            fields[key] = value
-    return rsp_cls(**fields)  # type: ignore[no-any-return]
+@dataclass(frozen=True, slots=True)
+class PeerReleased:
+    """The peer sent A-RELEASE-RQ: finish the running requests, then answer it."""
 
 
-def _status_fields(result: int | Response) -> tuple[int, dict[str, Any], Dataset | None]:
-    if isinstance(result, Response):
-        extra: dict[str, Any] = dict(result.extra)
-        if result.error_comment is not None:
-            extra["error_comment"] = result.error_comment[:64]
-        if result.error_id is not None:
-            extra["error_id"] = result.error_id
-        if result.offending_elements is not None:
-            extra["offending_elements"] = result.offending_elements
-        return int(result.status), extra, result.dataset
-    return int(result), {}, None
+@dataclass(frozen=True, slots=True)
+class AssociationEnded:
+    """Aborted (``aborted`` says by whom and why) or the connection closed."""
+
+    aborted: Aborted | None
+
+
+@dataclass(frozen=True, slots=True)
+class IdleExpired:
+    """No PDU for the idle limit: time to check, and abort if still quiet."""
+
+
+Control = PeerReleased | AssociationEnded | IdleExpired
 
 
 class _AssociationRunner:
@@ -143,76 +114,68 @@ class _AssociationRunner:
     def __init__(self, server: DicomServer, assoc: Association) -> None:
         self.server = server
         self.assoc = assoc
-        self.queue: asyncio.Queue[Incoming | IncomingInvalid | str] = asyncio.Queue()
+        self.queue: asyncio.Queue[Incoming | IncomingInvalid | Control] = asyncio.Queue()
         self.service: Service | None = None
+        self.dispatcher: RequestDispatcher | None = None
         self.tasks: set[asyncio.Task[None]] = set()
-        self.find_requests: dict[int, DimseRequest] = {}
-        self.early_cancels: set[int] = set()
-        self.queued_queries: set[int] = set()  # C-FIND/MOVE/GET queued, not started yet
         # C-STORE sub-operations of C-GET we sent and await the response of, by message ID.
-        self.sub_operations: dict[int, asyncio.Future[c.Message]] = {}
-        self.message_ids = itertools.count(1)
+        self.sub_operations: dict[int, asyncio.Future[ResponseMessage]] = {}
+        self.message_ids = MessageIds()
         self._idle_timer: asyncio.TimerHandle | None = None
         self.busy = False  # a request is being handled (asynchronous operations window of 1)
         assoc.on_message = self.on_message
-        assoc.on_release = lambda: self.queue.put_nowait("release")
+        assoc.on_release = lambda: self.queue.put_nowait(PeerReleased())
         assoc.on_end = self.on_end
-        assoc.sink_factory = self.make_sink
 
     def on_message(self, item: Incoming | IncomingInvalid) -> None:
         """Requests queue up for the service; C-CANCEL and the responses to our own
         sub-operations are handled at once, even while a handler is busy."""
+        dispatcher = self.dispatcher
+        assert dispatcher is not None  # no message arrives before the association is accepted
         if isinstance(item, Incoming):
             message = item.message
-            if isinstance(message, c.CCancelRQ):
-                self.cancel(message)
+            if isinstance(message, CCancelRQ):
+                dispatcher.cancel(message)
                 return
-            if type(message) in _RESPONSE_TYPES:
-                if isinstance(item.sink, FileSink):
-                    item.sink.discard()
-                responded = int(getattr(message, "message_id_being_responded_to", -1))
-                future = self.sub_operations.pop(responded, None)
-                if future is None or future.done():
-                    log.warning(
-                        "[%s] %s to unknown message ID %d ignored",
-                        self.assoc.info,
-                        type(message).__name__,
-                        responded,
-                    )
-                else:
-                    future.set_result(message)
+            if isinstance(message, ResponseMessage):
+                self._sub_operation_answered(item, message)
                 return
-            if isinstance(message, (c.CFindRQ, c.CMoveRQ, c.CGetRQ)):
-                self.queued_queries.add(message.message_id)
-            elif isinstance(message, c.CEchoRQ) and self._echo_now(item):
+            if isinstance(message, CEchoRQ) and self._echo_now(item):
                 return
+            if isinstance(message, RequestMessage):
+                dispatcher.received(message)
         self.queue.put_nowait(item)
+
+    def _sub_operation_answered(self, item: Incoming, message: ResponseMessage) -> None:
+        if isinstance(item.sink, FileSink):
+            item.sink.discard()
+        responded = message.message_id_being_responded_to
+        future = self.sub_operations.pop(responded, None)
+        if future is None or future.done():
+            log.warning(
+                "[%s] %s to unknown message ID %d ignored",
+                self.assoc.info,
+                type(message).__name__,
+                responded,
+            )
+        else:
+            future.set_result(message)
 
     def _echo_now(self, item: Incoming) -> bool:
         """Answer a C-ECHO in the receive callback when the service's ``on_c_echo`` is a plain
         function and nothing is queued or running before it: no task switch per echo."""
-        handler = getattr(self.service, "on_c_echo", None)
-        if (
-            handler is None
-            or self.busy
-            or not self.queue.empty()
-            or inspect.iscoroutinefunction(handler)
-        ):
+        if self.busy or not self.queue.empty():
             return False
-        message = item.message
-        try:
-            result = handler(CEchoRequest(self.assoc.info, item.context, message))
-        except Exception as exc:
-            log.exception("[%s] on_c_echo failed", self.assoc.info)
-            result = Response(0x0110, error_comment=f"{type(exc).__name__}: {exc}")
-        if inspect.isawaitable(result):  # a plain function that returned an awaitable
-            self._spawn(self._reply_later(item, result))
+        assert self.dispatcher is not None
+        answer = self.dispatcher.echo_now(item)
+        if answer is None:
+            return False
+        if not isinstance(answer, ResponseMessage):  # a plain function returned an awaitable
+            self._spawn(self._reply_later(item, answer))
             return True
-        status, extra, _ = _status_fields(result)
-        rsp = _response(message, status, **extra)
         try:
-            if not self.assoc.send_message_now(item.context.context_id, rsp):
-                self._spawn(self.send(item.context, rsp))
+            if not self.assoc.send_message_now(item.context.context_id, as_message(answer)):
+                self._spawn(self._send(item, answer))
         except DicomNetError as exc:
             log.warning("[%s] %s", self.assoc.info, exc)
         return True
@@ -222,37 +185,21 @@ class _AssociationRunner:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _reply_later(self, item: Incoming, pending: Awaitable[Any]) -> None:
+    async def _reply_later(self, item: Incoming, pending: Any) -> None:
+        await self._send(item, await pending)
+
+    async def _send(self, item: Incoming, response: ResponseMessage) -> None:
         try:
-            result = await pending
-        except Exception as exc:
-            log.exception("[%s] on_c_echo failed", self.assoc.info)
-            result = Response(0x0110, error_comment=f"{type(exc).__name__}: {exc}")
-        status, extra, _ = _status_fields(result)
-        try:
-            await self.send(item.context, _response(item.message, status, **extra))
+            await self.assoc.send_message(item.context.context_id, as_message(response))
         except DicomNetError as exc:
             log.warning("[%s] %s", self.assoc.info, exc)
 
-    def on_end(self, aborted: object) -> None:
+    def on_end(self, aborted: Aborted | None) -> None:
         for future in self.sub_operations.values():
             if not future.done():
                 future.set_exception(AssociationAborted("the association ended"))
         self.sub_operations.clear()
-        self.queue.put_nowait("end")
-
-    # -- data set sinks -------------------------------------------------------------------------
-
-    def make_sink(self, message: c.Message, ctx: NegotiatedContext) -> DatasetSink:
-        if isinstance(message, c.CStoreRQ) and self.service is not None:
-            meta = file_meta_bytes(
-                message.affected_sop_class_uid,
-                message.affected_sop_instance_uid,
-                ctx.transfer_syntax,
-                self.assoc.info.calling_ae_title,
-            )
-            return FileSink(self.service.temp_dir, meta, fsync=self.service.fsync)
-        return MemorySink(self.server.limits.max_dataset_in_memory)
+        self.queue.put_nowait(AssociationEnded(aborted))
 
     # -- the association's life -----------------------------------------------------------------
 
@@ -291,55 +238,54 @@ class _AssociationRunner:
 
     async def negotiate(self, rq: A_ASSOCIATE_RQ) -> bool:
         assoc, info, server = self.assoc, self.assoc.info, self.server
-        rj = check_request(rq)
-        detail = ""  # what was wrong, for the log
-        if rj is None and not (rq.called_ae_title and rq.calling_ae_title):
-            # PS3.8 §9.3.2: an AE title of 16 spaces ("no name") shall not be used.
-            empty = "called" if not rq.called_ae_title else "calling"
-            detail = f"the {empty} AE title is empty"
-            rj = A_ASSOCIATE_RJ(
-                RejectResult.PERMANENT,
-                RejectSource.SERVICE_USER,
-                RejectReason.CALLED_AE_NOT_RECOGNIZED
-                if empty == "called"
-                else RejectReason.CALLING_AE_NOT_RECOGNIZED,
-            )
-        elif rj is not None and not rq.presentation_contexts:
-            detail = "no presentation context proposed"
-        elif (
-            rj is not None
-            and 0 < (rq.user_information.maximum_length or 0) < MIN_PEER_MAX_PDU_LENGTH
-        ):
-            detail = f"maximum PDU length {rq.user_information.maximum_length} is too small"
-        if rj is None and server.active > server.limits.max_associations:
-            rj = A_ASSOCIATE_RJ(
-                RejectResult.TRANSIENT,
-                RejectSource.SERVICE_PROVIDER_PRESENTATION,
-                RejectReason.LOCAL_LIMIT_EXCEEDED,
-            )
-            detail = f"{server.limits.max_associations} associations at once"
-        if rj is not None:
+        rejection = check_request(
+            rq, active=server.active, max_associations=server.limits.max_associations
+        )
+        if rejection is not None:
             log.warning(
-                "[%s] rejecting association: %s%s",
-                info,
-                _rj_text(rj),
-                f" ({detail})" if detail else "",
+                "[%s] rejecting association: %s (%s)", info, _rj_text(rejection.pdu), rejection.why
             )
-            assoc.send_reject(rj)
+            assoc.send_reject(rejection.pdu)
             return False
         request = request_from_pdu(rq, info.peer_host, info.peer_port)
-        self.service = server.service_factory(info)
+        service = self.service = server.service_factory(info)
+        # The service's window holds whatever its on_association_request does, unless that
+        # handler sets the request's own value (PS3.7 D.3.3.3).
+        request.max_operations_performed = service.max_operations_performed
         try:
-            decision = await self.service.on_association_request(request)
+            decision = await service.on_association_request(request)
         except Exception:
             log.exception("[%s] on_association_request failed; rejecting", info)
             decision = request.reject(RejectResult.TRANSIENT, RejectSource.SERVICE_USER)
+        if assoc.closed.done() or assoc.conn.state is not State.STA3:
+            # The peer aborted (or sent a PDU that made us abort, AA-8 in Sta3) while the
+            # service decided: there is nobody to answer any more.
+            log.info("[%s] association ended before it was answered", info)
+            return False
         if not decision.accepted:
             rj = build_reject(decision)
             log.info("[%s] association rejected: %s", info, _rj_text(rj))
             assoc.send_reject(rj)
             return False
         ac, negotiated = build_accept(rq, request, server.limits.max_pdu_length)
+        limits = server.limits
+        assoc.sink_factory = partial(
+            make_sink,
+            temp_dir=service.temp_dir,
+            fsync=service.fsync,
+            memory_limit=limits.max_dataset_in_memory,
+            source_ae_title=info.calling_ae_title,
+        )
+        self.dispatcher = RequestDispatcher(
+            service,
+            info,
+            assoc.send_message,
+            store_sub_operation=self.store_sub_operation,
+            abort=partial(
+                assoc.abort, AbortSource.SERVICE_PROVIDER, AbortReason.INVALID_PDU_PARAMETER_VALUE
+            ),
+            dimse_timeout=limits.dimse_timeout,
+        )
         assoc.send_accept(ac, negotiated)
         log.info(
             "[%s] association accepted: %d of %d presentation contexts, peer max PDU %s",
@@ -351,8 +297,8 @@ class _AssociationRunner:
         return True
 
     async def serve(self) -> None:
-        assoc, service = self.assoc, self.service
-        assert service is not None and assoc.negotiated is not None
+        assoc, dispatcher = self.assoc, self.dispatcher
+        assert dispatcher is not None and assoc.negotiated is not None
         window = assoc.negotiated.max_operations_performed or 1 << 16
         slots = asyncio.Semaphore(window)
         idle = self.server.limits.idle_timeout
@@ -361,7 +307,7 @@ class _AssociationRunner:
         if idle:
             self._idle_timer = assoc.loop.call_later(idle, self._idle_check, idle)
         try:
-            await self._serve_loop(window, slots)
+            await self._serve_loop(dispatcher, window, slots)
         finally:
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
@@ -369,18 +315,19 @@ class _AssociationRunner:
     def _idle_check(self, idle: float) -> None:
         quiet = self.assoc.loop.time() - self.assoc.last_activity
         if quiet >= idle:
-            self.queue.put_nowait("idle")
+            self.queue.put_nowait(IdleExpired())
             self._idle_timer = None
         else:
             self._idle_timer = self.assoc.loop.call_later(idle - quiet, self._idle_check, idle)
 
-    async def _serve_loop(self, window: int, slots: asyncio.Semaphore) -> None:
-        assoc, service = self.assoc, self.service
-        assert service is not None
+    async def _serve_loop(
+        self, dispatcher: RequestDispatcher, window: int, slots: asyncio.Semaphore
+    ) -> None:
+        assoc, service = self.assoc, dispatcher.service
         idle = self.server.limits.idle_timeout
         while True:
             item = await self.queue.get()
-            if item == "idle":
+            if isinstance(item, IdleExpired):
                 assert idle is not None
                 if assoc.loop.time() - assoc.last_activity < idle:
                     self._idle_check(idle)
@@ -389,7 +336,7 @@ class _AssociationRunner:
                 assoc.abort(AbortSource.SERVICE_PROVIDER, AbortReason.NOT_SPECIFIED)
                 await service.on_abort(AbortSource.SERVICE_PROVIDER, AbortReason.NOT_SPECIFIED)
                 return
-            if item == "release":
+            if isinstance(item, PeerReleased):
                 if self.tasks:
                     await asyncio.gather(*self.tasks, return_exceptions=True)
                 try:
@@ -399,22 +346,21 @@ class _AssociationRunner:
                 log.info("[%s] association released", assoc.info)
                 await assoc.closed
                 return
-            if item == "end":
-                aborted: Aborted | None = assoc.closed.result() if assoc.closed.done() else None
+            if isinstance(item, AssociationEnded):
+                aborted = item.aborted
                 await service.on_abort(
                     aborted.source if aborted else None, aborted.reason if aborted else None
                 )
                 return
-            assert not isinstance(item, str)
             if window == 1:
                 self.busy = True
                 try:
-                    await self.handle(item)
+                    await dispatcher.handle(item)
                 finally:
                     self.busy = False
             else:
                 await slots.acquire()
-                task = asyncio.create_task(self.handle(item))
+                task = asyncio.create_task(dispatcher.handle(item))
                 self.tasks.add(task)
                 task.add_done_callback(self._task_done(slots))
 
@@ -425,18 +371,9 @@ class _AssociationRunner:
 
         return done
 
-    def cancel(self, message: c.CCancelRQ) -> None:
-        responded = message.message_id_being_responded_to
-        request = self.find_requests.get(responded)
-        if isinstance(request, (CFindRequest, CMoveRequest, CGetRequest)):
-            request.cancelled.set()
-        elif responded in self.queued_queries:
-            # The request is still queued behind others: cancel it when it starts.
-            self.early_cancels.add(responded)
-
     async def store_sub_operation(self, path: str | os.PathLike[str]) -> int:
         """C-GET: send the Part 10 file ``path`` to the requestor as a C-STORE-RQ on this
-        association and return the status of its C-STORE-RSP."""
+        association and return the status of its C-STORE-RSP (PS3.4 §C.4.3.1.2)."""
         assoc = self.assoc
         negotiated = assoc.negotiated
         assert negotiated is not None
@@ -444,7 +381,7 @@ class _AssociationRunner:
             info = read_file_info(path)
         except (OSError, DicomNetError) as exc:
             log.warning("[%s] C-GET sub-operation: cannot read %s: %s", assoc.info, path, exc)
-            return 0xA702  # PS3.4 C.4.3.1.3.1: refused, unable to perform sub-operations
+            return RetrieveStatus.OUT_OF_RESOURCES_SUB_OPERATIONS  # PS3.4 C.4.3.1.3.1
         payload: bytes | FileInfo = info
         ctx = negotiated.find_context(info.sop_class_uid, info.transfer_syntax, scu=True)
         if ctx is None:
@@ -465,10 +402,11 @@ class _AssociationRunner:
             # An uncompressed instance in another uncompressed transfer syntax: re-encode.
             ds = await asyncio.to_thread(dcmread, info.path)
             payload = encode_dataset(ds, ctx.transfer_syntax)
-        message_id = next(self.message_ids) & 0xFFFF or next(self.message_ids)
-        future: asyncio.Future[c.Message] = assoc.loop.create_future()
+        # IDs cycle 1..65535 and skip the sub-operations still waiting for their response.
+        message_id = self.message_ids.allocate(self.sub_operations)
+        future: asyncio.Future[ResponseMessage] = assoc.loop.create_future()
         self.sub_operations[message_id] = future
-        rq = c.CStoreRQ(
+        rq = CStoreRQ(
             message_id=message_id,
             affected_sop_class_uid=info.sop_class_uid,
             affected_sop_instance_uid=info.sop_instance_uid,
@@ -479,248 +417,10 @@ class _AssociationRunner:
             rsp = await (asyncio.wait_for(future, timeout) if timeout else future)
         finally:
             self.sub_operations.pop(message_id, None)
-        return int(getattr(rsp, "status", 0xC000))
-
-    # -- one request ----------------------------------------------------------------------------
-
-    async def handle(self, item: Incoming | IncomingInvalid) -> None:
-        try:
-            if isinstance(item, IncomingInvalid):
-                await self.answer_invalid(item)
-                return
-            message = item.message
-            if isinstance(message, c.CStoreRQ):
-                await self.c_store(item)
-            elif isinstance(message, c.CEchoRQ):
-                await self.simple(
-                    item, "on_c_echo", CEchoRequest(self.assoc.info, item.context, message)
-                )
-            elif isinstance(message, (c.CFindRQ, c.CMoveRQ, c.CGetRQ)):
-                await self.multi(item)
-            elif type(message) in _RESPONSES:
-                await self.n_service(item)
-            else:
-                log.warning(
-                    "[%s] unexpected %s from the peer; ignored",
-                    self.assoc.info,
-                    type(message).__name__,
-                )
-        except AssociationAborted:
-            pass
-        except DicomNetError as exc:
-            log.warning("[%s] %s", self.assoc.info, exc)
-
-    async def _call(self, handler: Callable[..., Any], request: DimseRequest) -> Any:
-        """Run a handler (``async`` or plain) under the DIMSE timeout."""
-        result = handler(request)
-        if not inspect.isawaitable(result):
-            return result
-        timeout = self.server.limits.dimse_timeout
-        if timeout:
-            return await asyncio.wait_for(result, timeout)
-        return await result
-
-    async def send(
-        self, ctx: NegotiatedContext, message: c.Message, data: bytes | None = None
-    ) -> None:
-        await self.assoc.send_message(ctx.context_id, message, data)
-
-    async def simple(self, item: Incoming, name: str, request: DimseRequest) -> None:
-        handler = getattr(self.service, name, None)
-        if handler is None:
-            result: int | Response = Status.SOP_CLASS_NOT_SUPPORTED
-        else:
-            try:
-                result = await self._call(handler, request)
-            except Exception as exc:
-                log.exception("[%s] %s failed", self.assoc.info, name)
-                result = Response(0x0110, error_comment=f"{type(exc).__name__}: {exc}")
-        status, extra, _ = _status_fields(result)
-        await self.send(item.context, _response(item.message, status, **extra))
-
-    async def c_store(self, item: Incoming) -> None:
-        service = self.service
-        assert service is not None
-        message = item.message
-        assert isinstance(message, c.CStoreRQ)
-        sink = item.sink
-        path = sink.path if isinstance(sink, FileSink) else None
-        result: int | Response
-        request: CStoreRequest | None = None
-        try:
-            if item.error is not None or not isinstance(sink, FileSink):
-                error = item.error or DicomNetError("no data set was received")
-                await service.on_c_store_exception(path, error)
-                result = Response(
-                    0xA700 if isinstance(error, OSError) else 0xC000,
-                    error_comment=f"data set not stored: {error}"[:64],
-                )
-            elif not hasattr(service, "on_c_store"):
-                result = Status.SOP_CLASS_NOT_SUPPORTED
-            else:
-                request = CStoreRequest(
-                    self.assoc.info,
-                    item.context,
-                    message,
-                    path=sink.path,
-                    size=sink.size,
-                    prefix=sink.prefix,
-                )
-                try:
-                    result = await self._call(service.on_c_store, request)
-                except Exception as exc:
-                    log.exception("[%s] on_c_store failed", self.assoc.info)
-                    await service.on_c_store_exception(sink.path, exc)
-                    result = Response(
-                        0xC000 if not isinstance(exc, OSError) else 0xA700,
-                        error_comment=f"{type(exc).__name__}: {exc}"[:64],
-                    )
-        finally:
-            if isinstance(sink, FileSink) and (request is None or request.saved_to is None):
-                sink.discard()  # the handler did not keep it
-        status, extra, _ = _status_fields(result)
-        if category(status) is StatusCategory.FAILURE:
-            log.warning(
-                "[%s] C-STORE %s failed: 0x%04X %s",
-                self.assoc.info,
-                message.affected_sop_instance_uid,
-                status,
-                extra.get("error_comment", ""),
-            )
-        await self.send(item.context, _response(message, status, **extra))
-
-    async def multi(self, item: Incoming) -> None:
-        """C-FIND, C-MOVE, C-GET: the handler is an async iterator of pending results."""
-        message = item.message
-        raw = item.sink.value if isinstance(item.sink, MemorySink) else None
-        cls: type[CFindRequest | CMoveRequest | CGetRequest]
-        name: str
-        if isinstance(message, c.CFindRQ):
-            cls, name = CFindRequest, "on_c_find"
-        elif isinstance(message, c.CMoveRQ):
-            cls, name = CMoveRequest, "on_c_move"
-        else:
-            cls, name = CGetRequest, "on_c_get"
-        request = cls(self.assoc.info, item.context, message, raw=raw)
-        if isinstance(request, CGetRequest):
-            request.sender = self.store_sub_operation
-        self.queued_queries.discard(request.message_id)
-        if request.message_id in self.early_cancels:
-            self.early_cancels.discard(request.message_id)
-            request.cancelled.set()
-        handler = getattr(self.service, name, None)
-        if item.error is not None:
-            await self.send(
-                item.context, _response(message, 0xA700, error_comment=str(item.error)[:64])
-            )
-            return
-        if handler is None:
-            await self.send(item.context, _response(message, 0x0122))
-            return
-        self.find_requests[request.message_id] = request
-        stream: AsyncIterator[Dataset | Response] | None = None
-        try:
-            final: int | Response = Status.SUCCESS
-            stream = handler(request)
-            async for result in stream:
-                if isinstance(result, Dataset):
-                    result = Response(Status.PENDING, dataset=result)
-                status, extra, ds = _status_fields(result)
-                if category(status) is not StatusCategory.PENDING:
-                    final = result  # also the handler's own Cancel answer (with its counts)
-                    break
-                if request.cancelled.is_set():
-                    final = Status.CANCEL
-                    break
-                data = encode_dataset(ds, item.context.transfer_syntax) if ds is not None else None
-                await self.send(
-                    item.context,
-                    _response(message, status, has_dataset=data is not None, **extra),
-                    data,
-                )
-            else:
-                if request.cancelled.is_set():
-                    final = Status.CANCEL
-        except Exception as exc:
-            log.exception("[%s] %s failed", self.assoc.info, name)
-            final = Response(0xC000, error_comment=f"{type(exc).__name__}: {exc}"[:64])
-        finally:
-            self.find_requests.pop(request.message_id, None)
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:  # run the handler's cleanup now (e.g. release a C-MOVE's
-                with contextlib.suppress(Exception):  # association), not at garbage collection
-                    await aclose()
-        status, extra, ds = _status_fields(final)
-        data = encode_dataset(ds, item.context.transfer_syntax) if ds is not None else None
-        await self.send(
-            item.context, _response(message, status, has_dataset=data is not None, **extra), data
-        )
-
-    async def n_service(self, item: Incoming) -> None:
-        message = item.message
-        name = "on_" + _snake(type(message).__name__.removesuffix("RQ"))
-        raw = item.sink.value if isinstance(item.sink, MemorySink) else None
-        request = NRequest(self.assoc.info, item.context, message, raw=raw)
-        handler = getattr(self.service, name, None)
-        result: int | Response
-        if handler is None:
-            result = Response(0x0211, error_comment=f"{name} is not offered")
-        else:
-            try:
-                result = await self._call(handler, request)
-            except Exception as exc:
-                log.exception("[%s] %s failed", self.assoc.info, name)
-                result = Response(0x0110, error_comment=f"{type(exc).__name__}: {exc}"[:64])
-        status, extra, ds = _status_fields(result)
-        data = encode_dataset(ds, item.context.transfer_syntax) if ds is not None else None
-        await self.send(
-            item.context, _response(message, status, has_dataset=data is not None, **extra), data
-        )
-
-    async def answer_invalid(self, item: IncomingInvalid) -> None:
-        event = item.event
-        rsp_cls = _RESPONSE_BY_FIELD.get((event.command_field or 0) | 0x8000)
-        ctx = item.context
-        if rsp_cls is None or ctx is None or event.message_id is None:
-            log.warning(
-                "[%s] unusable command set, no way to answer: %s", self.assoc.info, event.error
-            )
-            self.assoc.abort(AbortSource.SERVICE_PROVIDER, AbortReason.INVALID_PDU_PARAMETER_VALUE)
-            return
-        fields: dict[str, Any] = {
-            "message_id_being_responded_to": event.message_id,
-            "status": 0xC000 if rsp_cls.COMMAND_FIELD < 0x8100 else 0x0120,
-            "has_dataset": False,
-        }
-        if "error_comment" in rsp_cls.__dataclass_fields__:
-            fields["error_comment"] = str(event.error)[:64]
-        elements = getattr(event.error, "elements", None) or {}
-        for name, tag in (
-            ("affected_sop_class_uid", 0x00000002),
-            ("affected_sop_instance_uid", 0x00001000),
-        ):
-            if name in rsp_cls.__dataclass_fields__ and isinstance(elements.get(tag), str):
-                fields[name] = elements[tag]
-        try:
-            rsp = rsp_cls(**fields)
-        except TypeError:
-            self.assoc.abort(AbortSource.SERVICE_PROVIDER, AbortReason.INVALID_PDU_PARAMETER_VALUE)
-            return
-        await self.send(ctx, rsp)
-
-
-def _snake(name: str) -> str:
-    out = []
-    for i, ch in enumerate(name):
-        if ch.isupper() and i:
-            out.append("_")
-        out.append(ch.lower())
-    return "".join(out)
+        return rsp.status
 
 
 def _rj_text(rj: A_ASSOCIATE_RJ) -> str:
-    from dicomnet.pdu import reject_description
-
     return reject_description(rj.result, rj.source, rj.reason)
 
 
@@ -785,15 +485,18 @@ class DicomServer:
         original = assoc.connection_made
 
         def connection_made(transport: asyncio.BaseTransport) -> None:
-            peer = transport.get_extra_info("peername") or ("", 0)
-            info.peer_host, info.peer_port = str(peer[0]), int(peer[1])
             original(transport)
-            self._start_runner(assoc)
+            self._on_connected(assoc)
 
         assoc.connection_made = connection_made  # type: ignore[method-assign]
         return assoc
 
-    def _start_runner(self, assoc: Association) -> None:
+    def _on_connected(self, assoc: Association) -> None:
+        """A connection is up: note the peer's address and start its runner (to become
+        ``Association(on_connected=...)``)."""
+        transport = assoc.transport
+        peer = (transport.get_extra_info("peername") if transport else None) or ("", 0)
+        assoc.info.peer_host, assoc.info.peer_port = str(peer[0]), int(peer[1])
         self.active += 1
         self._associations.add(assoc)
         task = asyncio.get_running_loop().create_task(_AssociationRunner(self, assoc).run())
@@ -843,4 +546,12 @@ class DicomServer:
         await self.close(abort_after=0 if exc is not None else 10.0)
 
 
-__all__ = ["DicomServer", "ServerLimits", "Path", "os"]
+__all__ = [
+    "AssociationEnded",
+    "Control",
+    "DicomServer",
+    "IdleExpired",
+    "PeerReleased",
+    "ServerLimits",
+    "ServiceFactory",
+]

@@ -6,8 +6,14 @@ callable taking an ``AssociationInfo``). A service that lacks ``on_c_find`` does
 the default ``on_association_request`` accepts exactly the SOP classes the class has handlers
 for. Handlers are ``async`` and return a status (an ``int``/``Status``) or a ``Response``.
 
-This module sits in the asyncio layer (the server dispatches to it); the concrete services
-(storage, query/retrieve) live in ``dicomnet.services``.
+Names: what a handler receives is a ``Received...`` (``ReceivedCStore``, ``ReceivedCFind``, ...);
+``dicomnet.CStoreRequest`` and its siblings are what a client sends. The handler signatures are
+``typing.Protocol``s (``CStoreProvider``, ``CFindProvider``, ...): a service that names them as
+bases (``class StoreSCP(Service, CStoreProvider)``) has its handlers checked by mypy, and cannot
+be created without them.
+
+This module sits in the asyncio layer (``dicomnet.dispatch`` calls the handlers); the concrete
+services (storage, query/retrieve) live in ``dicomnet.services``.
 """
 
 from __future__ import annotations
@@ -17,17 +23,19 @@ import errno
 import logging
 import os
 import shutil
+import warnings
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydicom import Dataset, dcmread
 from pydicom.datadict import tag_for_keyword
 
-from dicomnet.dataset import scan_attributes
-from dicomnet.dimse.commands import Message
+from dicomnet.dataset import decode_dataset, scan_attributes
+from dicomnet.dimse.commands import CFindRQ, CGetRQ, CMoveRQ, CStoreRQ, Message, RequestMessage
 from dicomnet.dimse.status import Status
 from dicomnet.negotiation import (
     AssociationDecision,
@@ -35,9 +43,6 @@ from dicomnet.negotiation import (
     NegotiatedContext,
 )
 from dicomnet.uids import VERIFICATION, all_transfer_syntaxes, is_storage
-
-if TYPE_CHECKING:
-    from dicomnet.dimse.commands import CStoreRQ
 
 log = logging.getLogger("dicomnet.service")
 
@@ -72,6 +77,10 @@ class Response:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: What a handler answers: a status, or a ``Response`` with more of the response's fields.
+HandlerResult = int | Response
+
+
 @dataclass(eq=False)
 class DimseRequest:
     """A received DIMSE request: the message, its presentation context, and who sent it."""
@@ -82,7 +91,9 @@ class DimseRequest:
 
     @property
     def message_id(self) -> int:
-        return int(self.message.message_id)  # type: ignore[union-attr]
+        message = self.message
+        assert isinstance(message, RequestMessage)
+        return message.message_id
 
     @property
     def transfer_syntax(self) -> str:
@@ -90,13 +101,13 @@ class DimseRequest:
 
 
 @dataclass(eq=False)
-class CEchoRequest(DimseRequest):
-    """A C-ECHO-RQ (PS3.7 §9.1.5)."""
+class ReceivedCEcho(DimseRequest):
+    """A received C-ECHO-RQ (PS3.7 §9.1.5)."""
 
 
 @dataclass(eq=False)
-class CStoreRequest(DimseRequest):
-    """A C-STORE-RQ whose data set has streamed into a temporary Part 10 file.
+class ReceivedCStore(DimseRequest):
+    """A received C-STORE-RQ whose data set has streamed into a temporary Part 10 file.
 
     ``dataset`` parses that file lazily and stops before the pixel data; ``save(path)`` moves the
     file into place with a rename (a copy only across file systems). If the handler does not save
@@ -122,7 +133,9 @@ class CStoreRequest(DimseRequest):
 
     @property
     def _rq(self) -> CStoreRQ:
-        return self.message  # type: ignore[return-value]
+        message = self.message
+        assert isinstance(message, CStoreRQ)
+        return message
 
     @cached_property
     def dataset(self) -> Dataset:
@@ -213,26 +226,43 @@ class DatasetRequest(DimseRequest):
     def dataset(self) -> Dataset | None:
         if self.raw is None:
             return None
-        from dicomnet.dataset import decode_dataset
-
         return decode_dataset(self.raw, self.context.transfer_syntax)
 
 
-class CFindRequest(DatasetRequest):
-    """A C-FIND-RQ; ``cancelled`` is set when a C-CANCEL-RQ for it arrives."""
+class ReceivedQueryRetrieve(DatasetRequest):
+    """A received C-FIND/C-MOVE/C-GET-RQ; ``cancelled`` is set when a C-CANCEL-RQ for it
+    arrives (PS3.7 §9.3.2.3)."""
+
+    @property
+    def sop_class_uid(self) -> str:
+        """The Query/Retrieve SOP class (the information model) of the request."""
+        message = self.message
+        assert isinstance(message, CFindRQ | CMoveRQ | CGetRQ)
+        return message.affected_sop_class_uid
 
 
-class CMoveRequest(DatasetRequest):
-    """A C-MOVE-RQ."""
+class ReceivedCFind(ReceivedQueryRetrieve):
+    """A received C-FIND-RQ (PS3.4 §C.4.1)."""
+
+
+class ReceivedCMove(ReceivedQueryRetrieve):
+    """A received C-MOVE-RQ (PS3.4 §C.4.2)."""
+
+    @property
+    def move_destination(self) -> str:
+        """The AE title the instances go to (PS3.7 §9.3.4.1), without padding."""
+        message = self.message
+        assert isinstance(message, CMoveRQ)
+        return message.move_destination.strip()
 
 
 SubOperationSender = Callable[[str | os.PathLike[str]], Awaitable[int]]
 
 
 @dataclass(eq=False)
-class CGetRequest(DatasetRequest):
-    """A C-GET-RQ. ``store(path)`` sends one stored instance back to the requestor as a C-STORE
-    sub-operation on this association (PS3.4 §C.4.3.1.2) and returns the peer's status."""
+class ReceivedCGet(ReceivedQueryRetrieve):
+    """A received C-GET-RQ. ``store(path)`` sends one stored instance back to the requestor as a
+    C-STORE sub-operation on this association (PS3.4 §C.4.3.1.2) and returns the peer's status."""
 
     sender: SubOperationSender | None = None
 
@@ -245,17 +275,8 @@ class CGetRequest(DatasetRequest):
         return await self.sender(path)
 
 
-class NRequest(DatasetRequest):
-    """An N-EVENT-REPORT/N-GET/N-SET/N-ACTION/N-CREATE/N-DELETE request."""
-
-
-HANDLERS_BY_SERVICE = {
-    "on_c_echo": "C-ECHO",
-    "on_c_store": "C-STORE",
-    "on_c_find": "C-FIND",
-    "on_c_move": "C-MOVE",
-    "on_c_get": "C-GET",
-}
+class ReceivedN(DatasetRequest):
+    """A received N-EVENT-REPORT/N-GET/N-SET/N-ACTION/N-CREATE/N-DELETE-RQ (PS3.7 §10)."""
 
 
 class Service:
@@ -269,11 +290,14 @@ class Service:
     #: Extra abstract syntaxes accepted by the default ``on_association_request``.
     abstract_syntaxes: Sequence[str] = ()
     #: Where C-STORE data sets stream to; put it on the same file system as the archive so
-    #: ``CStoreRequest.save`` is a rename. None = the system's temporary folder.
+    #: ``ReceivedCStore.save`` is a rename. None = the system's temporary folder.
     temp_dir: str | os.PathLike[str] | None = None
     #: fsync each received file before the handler sees it (and so before success is sent).
     fsync: bool = False
-    #: How many operations this service performs at once (asynchronous operations window).
+    #: How many operations this service performs at once (asynchronous operations window,
+    #: PS3.7 D.3.3.3). The server puts it into the ``AssociationRequest`` before
+    #: ``on_association_request`` runs, so it holds whatever that handler does, unless the
+    #: handler sets ``request.max_operations_performed`` itself.
     max_operations_performed: int = 1
 
     def __init__(self, association: AssociationInfo) -> None:
@@ -297,7 +321,6 @@ class Service:
             )
             if wanted:
                 pc.accept([ts for ts in pc.transfer_syntaxes if ts in known])
-        request.max_operations_performed = self.max_operations_performed
         return request.accept()
 
     async def on_association_release(self) -> None:
@@ -315,27 +338,138 @@ class Service:
         self.log.warning("C-STORE failed: %s", exc)
 
 
-# Handler signatures the server looks for (documented here for type checkers and readers):
-#   async def on_c_echo(self, request: CEchoRequest) -> int | Response   (or a plain ``def``:
-#       then the server answers in its receive callback, with no task switch)
-#   async def on_c_store(self, request: CStoreRequest) -> int | Response
-#   def on_c_find(self, request: CFindRequest) -> AsyncIterator[Dataset | Response]
-#   def on_c_move(self, request: CMoveRequest) -> AsyncIterator[Response]
-#   def on_c_get(self, request: CGetRequest) -> AsyncIterator[Response]
-#   async def on_n_<service>(self, request: NRequest) -> int | Response
-FindResult = AsyncIterator[Dataset | Response]
+# --- handler signatures --------------------------------------------------------------------
+# The dispatcher finds handlers by name (a service without ``on_c_find`` does not offer C-FIND);
+# these protocols say what each one must look like. Name them as bases of a service to have mypy
+# check its handlers (fo-dicom's ``IDicomCStoreProvider`` and siblings, checked by the compiler).
+
+
+class CEchoProvider(Protocol):
+    """Offers C-ECHO. A plain ``def`` is answered in the receive callback, with no task
+    switch per echo."""
+
+    @abstractmethod
+    def on_c_echo(self, request: ReceivedCEcho) -> HandlerResult | Awaitable[HandlerResult]: ...
+
+
+class CStoreProvider(Protocol):
+    """Offers C-STORE: called once the data set is complete in a temporary file."""
+
+    @abstractmethod
+    def on_c_store(self, request: ReceivedCStore) -> HandlerResult | Awaitable[HandlerResult]: ...
+
+
+class CFindProvider(Protocol):
+    """Offers C-FIND: yields one match (a data set, or a pending ``Response``) per result, and
+    may end with a final ``Response`` (success otherwise)."""
+
+    @abstractmethod
+    def on_c_find(self, request: ReceivedCFind) -> AsyncIterator[Dataset | Response]: ...
+
+
+class CMoveProvider(Protocol):
+    """Offers C-MOVE: yields a pending ``Response`` per sub-operation, then the final one."""
+
+    @abstractmethod
+    def on_c_move(self, request: ReceivedCMove) -> AsyncIterator[Response]: ...
+
+
+class CGetProvider(Protocol):
+    """Offers C-GET: sends with ``request.store(path)``; yields like C-MOVE."""
+
+    @abstractmethod
+    def on_c_get(self, request: ReceivedCGet) -> AsyncIterator[Response]: ...
+
+
+class NEventReportProvider(Protocol):
+    @abstractmethod
+    def on_n_event_report(self, request: ReceivedN) -> HandlerResult | Awaitable[HandlerResult]: ...
+
+
+class NGetProvider(Protocol):
+    @abstractmethod
+    def on_n_get(self, request: ReceivedN) -> HandlerResult | Awaitable[HandlerResult]: ...
+
+
+class NSetProvider(Protocol):
+    @abstractmethod
+    def on_n_set(self, request: ReceivedN) -> HandlerResult | Awaitable[HandlerResult]: ...
+
+
+class NActionProvider(Protocol):
+    @abstractmethod
+    def on_n_action(self, request: ReceivedN) -> HandlerResult | Awaitable[HandlerResult]: ...
+
+
+class NCreateProvider(Protocol):
+    @abstractmethod
+    def on_n_create(self, request: ReceivedN) -> HandlerResult | Awaitable[HandlerResult]: ...
+
+
+class NDeleteProvider(Protocol):
+    @abstractmethod
+    def on_n_delete(self, request: ReceivedN) -> HandlerResult | Awaitable[HandlerResult]: ...
+
+
+# --- the names of dicomnet 0.1 ---------------------------------------------------------------
+# They clashed with the client's request types (dicomnet.CStoreRequest is what a client sends);
+# importable for one more release, with a DeprecationWarning.
+_RENAMED: dict[str, str] = {
+    "CEchoRequest": "ReceivedCEcho",
+    "CStoreRequest": "ReceivedCStore",
+    "CFindRequest": "ReceivedCFind",
+    "CMoveRequest": "ReceivedCMove",
+    "CGetRequest": "ReceivedCGet",
+    "NRequest": "ReceivedN",
+}
+
+if TYPE_CHECKING:
+    CEchoRequest = ReceivedCEcho
+    CStoreRequest = ReceivedCStore
+    CFindRequest = ReceivedCFind
+    CMoveRequest = ReceivedCMove
+    CGetRequest = ReceivedCGet
+    NRequest = ReceivedN
+else:
+
+    def __getattr__(name: str) -> Any:
+        new = _RENAMED.get(name)
+        if new is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        warnings.warn(
+            f"dicomnet.service.{name} is renamed {new} (dicomnet.{name}, if any, is the "
+            f"client's request type); the old name goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[new]
+
 
 __all__ = [
     "AssociationInfo",
-    "CEchoRequest",
-    "CFindRequest",
-    "CGetRequest",
-    "CMoveRequest",
-    "CStoreRequest",
+    "CEchoProvider",
+    "CFindProvider",
+    "CGetProvider",
+    "CMoveProvider",
+    "CStoreProvider",
     "DatasetRequest",
     "DimseRequest",
-    "NRequest",
+    "HandlerResult",
+    "NActionProvider",
+    "NCreateProvider",
+    "NDeleteProvider",
+    "NEventReportProvider",
+    "NGetProvider",
+    "NSetProvider",
+    "ReceivedCEcho",
+    "ReceivedCFind",
+    "ReceivedCGet",
+    "ReceivedCMove",
+    "ReceivedCStore",
+    "ReceivedN",
+    "ReceivedQueryRetrieve",
     "Response",
     "Service",
     "Status",
+    "SubOperationSender",
 ]

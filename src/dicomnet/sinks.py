@@ -26,15 +26,19 @@ import struct
 import tempfile
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 try:
     import fcntl
 except ImportError:  # not POSIX: no locks, but an open file cannot be deleted there either
     fcntl = None  # type: ignore[assignment]
 
+from dicomnet.dimse.commands import CStoreRQ, DimseMessage
 from dicomnet.errors import DIMSEError
 from dicomnet.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+
+if TYPE_CHECKING:
+    from dicomnet.negotiation import NegotiatedContext
 
 PREFIX_SIZE = 16384
 
@@ -120,6 +124,32 @@ class MemorySink:
 
     def abort(self) -> None:
         self._parts = bytearray()
+
+
+def make_sink(
+    message: DimseMessage,
+    context: NegotiatedContext,
+    *,
+    temp_dir: str | os.PathLike[str] | None = None,
+    fsync: bool = False,
+    memory_limit: int = 64 << 20,
+    source_ae_title: str | None = None,
+) -> DatasetSink:
+    """Where a received message's data set goes, for a server and a client (C-GET) alike: a
+    C-STORE-RQ's streams into a temporary Part 10 file in ``temp_dir`` whose File Meta comes
+    from the command and the context (with ``source_ae_title`` as the Source AE, PS3.10
+    §7.1); any other (an identifier, an N-service attribute list, a response's data set) is
+    kept in memory up to ``memory_limit`` bytes. Bind the keywords with ``functools.partial``
+    to get an ``Association.sink_factory``."""
+    if isinstance(message, CStoreRQ):
+        meta = file_meta_bytes(
+            message.affected_sop_class_uid,
+            message.affected_sop_instance_uid,
+            context.transfer_syntax,
+            source_ae_title,
+        )
+        return FileSink(temp_dir, meta, fsync=fsync)
+    return MemorySink(memory_limit)
 
 
 def _create_temp(directory: str) -> tuple[int, str]:

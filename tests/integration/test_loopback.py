@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,10 @@ from pydicom import dcmread
 
 import dicomnet
 from dicomnet import DicomClient, DicomServer, Status
+from dicomnet.negotiation import AssociationDecision
+from dicomnet.service import ReceivedCStore
 from dicomnet.services.storage import StorageService
+from dicomnet.uids import UNCOMPRESSED, is_storage
 from tests.helpers import make_ct, write_ct
 
 
@@ -123,6 +127,71 @@ async def test_dimse_timeout_raises_and_the_late_response_is_still_taken() -> No
                 await client.c_echo()
             release.set()
             assert await client.c_echo() == Status.SUCCESS
+
+
+class _SlowSCP(dicomnet.Service):
+    """A service that overrides on_association_request (as the fo-dicom sample does) and asks
+    for a window of 8 with the class attribute; each C-STORE takes 0.2 s."""
+
+    max_operations_performed = 8
+
+    async def on_association_request(
+        self, request: dicomnet.AssociationRequest
+    ) -> AssociationDecision:
+        for pc in request.presentation_contexts:
+            if is_storage(pc.abstract_syntax):
+                pc.accept(UNCOMPRESSED)
+        return request.accept()
+
+    async def on_c_store(self, request: ReceivedCStore) -> int:
+        await asyncio.sleep(0.2)
+        return Status.SUCCESS
+
+
+async def _store_eight(port: int) -> tuple[float, int, list[int]]:
+    """8 C-STOREs through a window of 8: (seconds for the 8, the window we got, statuses)."""
+    statuses: list[int] = []
+    async with DicomClient("127.0.0.1", port) as client:
+        client.negotiate_async_ops(8)
+        for _ in range(8):
+            await client.add_request(
+                dicomnet.CStoreRequest.from_dataset(
+                    make_ct(rows=8, columns=8),
+                    on_response=lambda rq, rsp: statuses.append(rsp.status),
+                )
+            )
+        await client.associate()
+        assert client.negotiated is not None
+        started = time.monotonic()
+        await client.send()
+        return time.monotonic() - started, client.negotiated.max_operations_invoked, statuses
+
+
+async def test_the_window_holds_when_the_service_overrides_on_association_request() -> None:
+    """Regression: only the default on_association_request copied max_operations_performed into
+    the request, so an overriding service silently performed one operation at a time (8 stores
+    of 0.2 s took 1.6 s). The class attribute now applies whatever the handler does."""
+    async with DicomServer(_SlowSCP, port=0) as server:
+        elapsed, window, statuses = await _store_eight(server.port)
+    assert window == 8
+    assert statuses == [Status.SUCCESS] * 8
+    assert elapsed < 0.8, f"8 stores of 0.2 s in a window of 8 took {elapsed:.2f} s"
+
+
+async def test_the_handler_may_set_its_own_window() -> None:
+    """The request's own value wins over the class attribute (PS3.7 D.3.3.3 window answer)."""
+
+    class Two(_SlowSCP):
+        async def on_association_request(
+            self, request: dicomnet.AssociationRequest
+        ) -> AssociationDecision:
+            request.max_operations_performed = 2
+            return await super().on_association_request(request)
+
+    async with DicomServer(Two, port=0) as server:
+        _elapsed, window, statuses = await _store_eight(server.port)
+    assert window == 2
+    assert statuses == [Status.SUCCESS] * 8
 
 
 @pytest.mark.slow

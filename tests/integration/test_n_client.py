@@ -43,7 +43,7 @@ from dicomnet.errors import AssociationAborted, DicomTimeoutError
 from dicomnet.negotiation import build_accept, request_from_pdu
 from dicomnet.pdu import A_ASSOCIATE_RQ
 from dicomnet.requests import N_RESPONSES
-from dicomnet.service import AssociationInfo, NRequest, Response, Service
+from dicomnet.service import AssociationInfo, ReceivedN, Response, Service
 from dicomnet.sinks import MemorySink
 
 MPPS = "1.2.840.10008.3.1.2.3.3"
@@ -66,11 +66,11 @@ def _n_service(received: list[tuple[str, c.Message, Dataset | None]]) -> type[Se
     class NService(Service):
         abstract_syntaxes = (MPPS, PRINTER)
 
-        async def on_n_get(self, request: NRequest) -> Response:
+        async def on_n_get(self, request: ReceivedN) -> Response:
             received.append(("get", request.message, request.dataset))
             return Response(Status.SUCCESS, dataset=_ds(PatientID="P1", Modality="CT"))
 
-        async def on_n_set(self, request: NRequest) -> int | Response:
+        async def on_n_set(self, request: ReceivedN) -> int | Response:
             received.append(("set", request.message, request.dataset))
             ds = request.dataset
             if ds is not None and "PerformedProcedureStepStatus" not in ds:
@@ -81,11 +81,11 @@ def _n_service(received: list[tuple[str, c.Message, Dataset | None]]) -> type[Se
                 )
             return Status.SUCCESS
 
-        async def on_n_action(self, request: NRequest) -> Response:
+        async def on_n_action(self, request: ReceivedN) -> Response:
             received.append(("action", request.message, request.dataset))
             return Response(Status.SUCCESS, dataset=_ds(PrinterStatus="NORMAL"))
 
-        async def on_n_create(self, request: NRequest) -> Response:
+        async def on_n_create(self, request: ReceivedN) -> Response:
             received.append(("create", request.message, request.dataset))
             message = request.message
             assert isinstance(message, c.NCreateRQ)
@@ -94,11 +94,11 @@ def _n_service(received: list[tuple[str, c.Message, Dataset | None]]) -> type[Se
                 extra={"affected_sop_instance_uid": message.affected_sop_instance_uid or MPPS_UID},
             )
 
-        async def on_n_delete(self, request: NRequest) -> int:
+        async def on_n_delete(self, request: ReceivedN) -> int:
             received.append(("delete", request.message, request.dataset))
             return Status.SUCCESS
 
-        async def on_n_event_report(self, request: NRequest) -> int:
+        async def on_n_event_report(self, request: ReceivedN) -> int:
             received.append(("event", request.message, request.dataset))
             return Status.SUCCESS
 
@@ -530,18 +530,18 @@ async def test_client_without_handlers_answers_unrecognized_operation(
 async def test_client_handlers_answer_the_peers_requests() -> None:
     seen: list[tuple[str, Dataset | None]] = []
 
-    async def on_event(request: NRequest) -> Response:
+    async def on_event(request: ReceivedN) -> Response:
         seen.append(("event", request.dataset))
         return Response(Status.SUCCESS, dataset=_ds(PrinterStatus="NORMAL"))
 
-    def on_get(request: NRequest) -> int:  # a plain function is a handler too
+    def on_get(request: ReceivedN) -> int:  # a plain function is a handler too
         seen.append(("get", request.dataset))
         return Status.NO_SUCH_SOP_INSTANCE
 
-    async def on_set(request: NRequest) -> int:
+    async def on_set(request: ReceivedN) -> int:
         raise RuntimeError("disk on fire")
 
-    async def on_create(request: NRequest) -> Response:
+    async def on_create(request: ReceivedN) -> Response:
         return Response(Status.SUCCESS, extra={"affected_sop_instance_uid": "1.2.3.4"})
 
     messages: list[tuple[c.Message, Dataset | None]] = [
@@ -575,7 +575,7 @@ async def test_a_subclass_defines_handlers_as_methods() -> None:
     class Printer(DicomClient):
         events: list[int] = []
 
-        async def on_n_event_report(self, request: NRequest) -> int:
+        async def on_n_event_report(self, request: ReceivedN) -> int:
             message = request.message
             assert isinstance(message, c.NEventReportRQ)
             self.events.append(message.event_type_id)

@@ -24,13 +24,13 @@ from dicomnet.client import (
 from dicomnet.errors import AssociationAborted
 from dicomnet.negotiation import AssociationDecision, AssociationRequest
 from dicomnet.service import (
-    CFindRequest,
-    CGetRequest,
-    CMoveRequest,
+    ReceivedCFind,
+    ReceivedCGet,
+    ReceivedCMove,
+    ReceivedCStore,
     Response,
     Service,
 )
-from dicomnet.service import CStoreRequest as ReceivedCStore
 from tests.helpers import write_ct
 
 ALL_MODELS = tuple(uid for uids in QR_MODELS.values() for uid in uids)
@@ -73,7 +73,7 @@ class FindSCP(Service):
     abstract_syntaxes = ALL_MODELS
     seen: list[tuple[str, Dataset, int]] = []
 
-    async def on_c_find(self, request: CFindRequest) -> AsyncIterator[Dataset | Response]:
+    async def on_c_find(self, request: ReceivedCFind) -> AsyncIterator[Dataset | Response]:
         query = request.dataset
         assert query is not None
         self.seen.append((request.context.abstract_syntax, query, request.message.priority))  # type: ignore[union-attr]
@@ -96,7 +96,7 @@ class SlowFindSCP(Service):
     abstract_syntaxes = ALL_MODELS
     cancelled: list[int] = []
 
-    async def on_c_find(self, request: CFindRequest) -> AsyncIterator[Dataset]:
+    async def on_c_find(self, request: ReceivedCFind) -> AsyncIterator[Dataset]:
         query = request.dataset
         if query is not None and query.get("StudyInstanceUID"):  # a single-value key: one match
             yield query
@@ -130,7 +130,7 @@ class MoveSCP(Service):
     abstract_syntaxes = ALL_MODELS
     destinations: list[str] = []
 
-    async def on_c_move(self, request: CMoveRequest) -> AsyncIterator[Response]:
+    async def on_c_move(self, request: ReceivedCMove) -> AsyncIterator[Response]:
         destination = request.message.move_destination  # type: ignore[union-attr]
         self.destinations.append(destination)
         if destination != "KNOWN":
@@ -156,7 +156,7 @@ class GetSCP(Service):
                 self.roles.append((pc.abstract_syntax, pc.proposed_scu_role, pc.proposed_scp_role))
         return await super().on_association_request(request)
 
-    async def on_c_get(self, request: CGetRequest) -> AsyncIterator[Response]:
+    async def on_c_get(self, request: ReceivedCGet) -> AsyncIterator[Response]:
         query = request.dataset
         if query is None or "StudyInstanceUID" not in query:
             yield Response(0xC000, error_comment="StudyInstanceUID missing")

@@ -20,11 +20,11 @@ from dicomnet import DicomClient, DicomServer, Status
 from dicomnet.archive.index import InstanceRecord, SQLiteIndex
 from dicomnet.client import CFindError, CMoveError, RetrieveProgress
 from dicomnet.service import (
-    CFindRequest,
-    CGetRequest,
-    CMoveRequest,
-    CStoreRequest,
     DatasetRequest,
+    ReceivedCFind,
+    ReceivedCGet,
+    ReceivedCMove,
+    ReceivedCStore,
     Response,
 )
 from dicomnet.services.qr import ArchiveService
@@ -74,15 +74,15 @@ class Node:
         requests = self.requests
 
         class Tracked(ArchiveService):
-            def on_c_find(self, request: CFindRequest) -> AsyncIterator[Dataset | Response]:
+            def on_c_find(self, request: ReceivedCFind) -> AsyncIterator[Dataset | Response]:
                 requests.append(request)
                 return super().on_c_find(request)
 
-            def on_c_move(self, request: CMoveRequest) -> AsyncIterator[Response]:
+            def on_c_move(self, request: ReceivedCMove) -> AsyncIterator[Response]:
                 requests.append(request)
                 return super().on_c_move(request)
 
-            def on_c_get(self, request: CGetRequest) -> AsyncIterator[Response]:
+            def on_c_get(self, request: ReceivedCGet) -> AsyncIterator[Response]:
                 requests.append(request)
                 return super().on_c_get(request)
 
@@ -337,7 +337,7 @@ class _Destination:
         outer = self
 
         class Dest(StorageService):
-            async def on_c_store(self, request: CStoreRequest) -> Any:
+            async def on_c_store(self, request: ReceivedCStore) -> Any:
                 message = request.message
                 outer.received.append(
                     (
@@ -562,7 +562,7 @@ async def test_get_cancel_stops_with_counts(archive_root: Path) -> None:
     gate = asyncio.Event()
     stored: list[str] = []
 
-    async def store(request: CStoreRequest) -> int:
+    async def store(request: ReceivedCStore) -> int:
         stored.append(request.sop_instance_uid)
         if len(stored) == 2:
             reached.set()

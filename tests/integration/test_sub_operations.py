@@ -16,9 +16,9 @@ from dicomnet.dimse import commands as c
 from dicomnet.negotiation import ProposedContext
 from dicomnet.service import (
     AssociationInfo,
-    CFindRequest,
-    CGetRequest,
-    CStoreRequest,
+    ReceivedCFind,
+    ReceivedCGet,
+    ReceivedCStore,
     Response,
     Service,
 )
@@ -32,7 +32,7 @@ def _get_service(files: list[Path]) -> type[Service]:
     class GetSCP(Service):
         abstract_syntaxes = (STUDY_GET, STUDY_FIND)
 
-        async def on_c_get(self, request: CGetRequest) -> AsyncIterator[Response]:
+        async def on_c_get(self, request: ReceivedCGet) -> AsyncIterator[Response]:
             done = failed = 0
             for i, path in enumerate(files):
                 status = await request.store(path)
@@ -73,7 +73,7 @@ async def test_c_get_sends_instances_back(tmp_path: Path) -> None:
     sent = [write_ct(p, rows=64, columns=64) for p in files]
     received: dict[str, bytes] = {}
 
-    async def store(request: CStoreRequest) -> int:
+    async def store(request: ReceivedCStore) -> int:
         received[request.sop_instance_uid] = dcmread(request.path).PixelData
         return Status.SUCCESS
 
@@ -94,7 +94,7 @@ async def test_c_get_reencodes_uncompressed_and_counts_refusals(tmp_path: Path) 
         write_ct(p, rows=16, columns=16)
     files.append(tmp_path / "missing.dcm")  # gone from disk: a failed sub-operation
 
-    async def store(request: CStoreRequest) -> int:
+    async def store(request: ReceivedCStore) -> int:
         assert request.transfer_syntax == ImplicitVRLittleEndian
         return 0xA700 if request.sop_instance_uid == dcmread(files[0]).SOPInstanceUID else 0
 
@@ -114,7 +114,7 @@ async def test_c_cancel_reaches_a_running_find(tmp_path: Path) -> None:
     class SlowFind(Service):
         abstract_syntaxes = (STUDY_FIND,)
 
-        async def on_c_find(self, request: CFindRequest) -> AsyncIterator[Dataset]:
+        async def on_c_find(self, request: ReceivedCFind) -> AsyncIterator[Dataset]:
             for i in range(1000):
                 ds = Dataset()
                 ds.QueryRetrieveLevel = "STUDY"
@@ -147,7 +147,7 @@ def test_default_association_accepts_storage_with_scp_role_for_get() -> None:
     from dicomnet.negotiation import AssociationRequest, PresentationContext
 
     class GetOnly(Service):
-        async def on_c_get(self, request: CGetRequest) -> AsyncIterator[Response]:
+        async def on_c_get(self, request: ReceivedCGet) -> AsyncIterator[Response]:
             yield Response(Status.SUCCESS)
 
     info = AssociationInfo(1, "127.0.0.1", 1)

@@ -26,8 +26,7 @@ from dicomnet.archive.commitment import (
     report_dataset,
 )
 from dicomnet.client import CommitmentReports
-from dicomnet.service import NRequest as ReceivedN
-from dicomnet.service import Response
+from dicomnet.service import ReceivedN, Response
 from tests.helpers import free_port, require_pynetdicom
 
 pytestmark = pytest.mark.interop

@@ -327,15 +327,6 @@ def test_random_traffic_after_association(loop_server: LoopServer, data: bytes) 
     loop_server.check_health()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "server bug found by the nightly profile: a PDU right behind the A-ASSOCIATE-RQ aborts "
-        "the association (Sta3, AA-8) while on_association_request runs; the runner then accepts "
-        "in Sta13 and logs LocalProtocolError as ERROR 'association failed'. Remove this mark "
-        "with the fix."
-    ),
-)
 @pytest.mark.parametrize(
     "tail",
     [

@@ -419,3 +419,29 @@ def test_one_batch_that_moves_an_instance_away_and_back() -> None:
         series = uids(idx.query("SERIES", q(StudyInstanceUID="9", SeriesInstanceUID="")),
                       "SeriesInstanceUID")  # fmt: skip
         assert sorted(series) == ["9.1", "9.2"]
+
+
+def test_the_attribute_list_is_read_from_the_record_once() -> None:
+    """Every record field that holds an attribute names its keyword; files are read for
+    exactly those, and a record built from a data set fills each of them."""
+    from dataclasses import fields as dc_fields
+
+    from pydicom import Dataset
+    from pydicom.datadict import dictionary_VR
+
+    from dicomnet.archive.index import _READ_TAGS as read_tags
+    from dicomnet.archive.index import OPTIONAL_KEYWORDS, RECORD_KEYWORDS, SUPPORTED_KEYS
+
+    names = {f.name for f in dc_fields(InstanceRecord)}
+    assert set(RECORD_KEYWORDS) == names - {"path", "size", "transfer_syntax_uid"}
+    assert sorted(read_tags) == sorted(RECORD_KEYWORDS.values())
+    assert len(OPTIONAL_KEYWORDS) == len(RECORD_KEYWORDS) - 4
+    by_vr = {"UI": "1.2", "IS": "7", "DA": "20240101", "TM": "120000", "PN": "A^B", "CS": "CT"}
+    values = {k: by_vr.get(str(dictionary_VR(k)), "V") for k in RECORD_KEYWORDS.values()}
+    ds = Dataset()
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    record = InstanceRecord.from_dataset(ds, "a/b.dcm", 10)
+    for name, keyword in RECORD_KEYWORDS.items():
+        assert getattr(record, name) == values[keyword], keyword
+    assert {"PatientID", "ModalitiesInStudy", "NumberOfStudyRelatedInstances"} <= SUPPORTED_KEYS

@@ -26,6 +26,8 @@ from dicomnet.dimse.commands import (
     CStoreRSP,
     NGetRQ,
     Priority,
+    RequestMessage,
+    ResponseMessage,
     decode_command_set,
     decode_message,
     encode_command_set,
@@ -550,3 +552,46 @@ def test_values_that_do_not_fit_their_vr(message: Any, tag: str) -> None:
     with pytest.raises(DIMSEError) as info:
         message.encode()
     assert tag in str(info.value)
+
+
+def test_every_request_names_its_response() -> None:
+    """PS3.7 §9.3, §10.3: each -RQ has one -RSP, whose command field is the request's with bit
+    15 set (Annex E); C-CANCEL-RQ has none."""
+    requests = [cls for cls in MESSAGE_CLASSES.values() if issubclass(cls, RequestMessage)]
+    assert len(requests) == 11
+    for rq_cls in requests:
+        assert issubclass(rq_cls.RESPONSE, ResponseMessage)
+        assert rq_cls.RESPONSE.COMMAND_FIELD == rq_cls.COMMAND_FIELD | 0x8000
+    assert not hasattr(CCancelRQ, "RESPONSE")
+
+
+def test_a_response_echoes_what_its_request_says() -> None:
+    rq = CStoreRQ(message_id=9, affected_sop_class_uid=CT_STORAGE, affected_sop_instance_uid="1.2")
+    rsp = rq.response(0xB000, error_comment="coerced", number_of_completed_suboperations=3)
+    assert isinstance(rsp, CStoreRSP)
+    assert (rsp.message_id_being_responded_to, rsp.status) == (9, 0xB000)
+    assert (rsp.affected_sop_class_uid, rsp.affected_sop_instance_uid) == (CT_STORAGE, "1.2")
+    assert rsp.error_comment == "coerced"  # and no count: a C-STORE-RSP has none
+    # N-GET: the requested SOP class/instance become the affected ones (PS3.7 §10.1.2.1).
+    n_rsp = NGetRQ(
+        message_id=4, requested_sop_class_uid="1.2.3", requested_sop_instance_uid="1.2.3.4"
+    ).response(0)
+    assert (n_rsp.affected_sop_class_uid, n_rsp.affected_sop_instance_uid) == (  # type: ignore[attr-defined]
+        "1.2.3",
+        "1.2.3.4",
+    )
+    # A value given explicitly wins over the echoed one; None leaves the element out.
+    ex = rq.response(0, affected_sop_instance_uid="9.9", error_id=None)
+    assert ex.affected_sop_instance_uid == "9.9" and ex.error_id is None  # type: ignore[attr-defined]
+
+
+def test_the_error_comment_is_cut_to_64_characters_once() -> None:
+    """(0000,0902) is LO, at most 64 characters (PS3.5 Table 6.2-1): any response, built or
+    decoded, holds at most that, so the encoder never sends more."""
+    long = "e" * 100
+    for rsp_cls in (CEchoRSP, CStoreRSP, CFindRSP):
+        assert rsp_cls(error_comment=long).error_comment == "e" * 64
+    raw = CStoreRSP(message_id_being_responded_to=1, status=0xC000, error_comment=long).encode()
+    decoded = decode_message(raw)
+    assert isinstance(decoded, CStoreRSP) and decoded.error_comment == "e" * 64
+    assert CStoreRSP(error_comment="short").error_comment == "short"

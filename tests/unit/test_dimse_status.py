@@ -159,3 +159,21 @@ def test_describe(code: int, text: str) -> None:
 def test_every_named_status_has_a_description() -> None:
     for status in Status:
         assert "Unknown" not in describe(status), status.name
+
+
+def test_per_service_names_say_what_a_code_means_in_that_service() -> None:
+    """0xB000 is "coercion of data elements" for C-STORE (PS3.4 Table B.2-1) and "sub-operations
+    complete, one or more failures" for C-MOVE/C-GET (Tables C.4-2, C.4-3); the names compare
+    equal to the codes and keep their categories."""
+    from dicomnet.dimse.status import FindStatus, RetrieveStatus, StoreStatus
+
+    assert StoreStatus.COERCION_OF_DATA_ELEMENTS == 0xB000
+    assert RetrieveStatus.SUB_OPERATIONS_COMPLETE_WITH_FAILURES == 0xB000
+    assert RetrieveStatus(0xB000).name == "SUB_OPERATIONS_COMPLETE_WITH_FAILURES"
+    assert StoreStatus(0xB000).name == "COERCION_OF_DATA_ELEMENTS"
+    assert RetrieveStatus.OUT_OF_RESOURCES_SUB_OPERATIONS == Status.OUT_OF_RESOURCES_SUB_OPERATIONS
+    assert FindStatus.PENDING_OPTIONAL_KEYS_NOT_SUPPORTED == 0xFF01
+    assert category(RetrieveStatus.SUB_OPERATIONS_COMPLETE_WITH_FAILURES) is S.WARNING
+    assert category(RetrieveStatus.MOVE_DESTINATION_UNKNOWN) is S.FAILURE
+    assert category(FindStatus.PENDING_OPTIONAL_KEYS_NOT_SUPPORTED) is S.PENDING
+    assert category(StoreStatus.CANNOT_UNDERSTAND) is S.FAILURE

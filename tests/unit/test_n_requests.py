@@ -34,7 +34,7 @@ from dicomnet.requests import (
     commitment_references,
 )
 from dicomnet.retrieve import CommitmentReports, n_response
-from dicomnet.service import AssociationInfo, NRequest
+from dicomnet.service import AssociationInfo, ReceivedN
 from tests.helpers import make_ct, write_ct
 
 MPPS = "1.2.840.10008.3.1.2.3.3"
@@ -290,7 +290,7 @@ def _received(
     *,
     sop_class: str = STORAGE_COMMITMENT_PUSH,
     event: int = 1,
-) -> NRequest:
+) -> ReceivedN:
     ctx = NegotiatedContext(1, sop_class, ExplicitVRLittleEndian)
     message = c.NEventReportRQ(
         message_id=1,
@@ -300,7 +300,7 @@ def _received(
         has_dataset=ds is not None,
     )
     raw = None if ds is None else encode_dataset(ds, ExplicitVRLittleEndian)
-    return NRequest(AssociationInfo(1, "127.0.0.1", 1), ctx, message, raw=raw)
+    return ReceivedN(AssociationInfo(1, "127.0.0.1", 1), ctx, message, raw=raw)
 
 
 async def test_commitment_reports_deliver_by_transaction_uid() -> None:

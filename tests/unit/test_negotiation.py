@@ -132,17 +132,18 @@ def test_role_selection_for_c_get() -> None:
 def test_protocol_version_and_empty_contexts_are_rejected() -> None:
     rq = _rq()
     rq.protocol_version = 2  # bit 0 (version 1) not set
-    rj = check_request(rq)
-    assert rj is not None
-    assert rj.source == RejectSource.SERVICE_PROVIDER_ACSE
-    assert rj.reason == RejectReason.PROTOCOL_VERSION_NOT_SUPPORTED
+    rejection = check_request(rq)
+    assert rejection is not None
+    assert rejection.pdu.source == RejectSource.SERVICE_PROVIDER_ACSE
+    assert rejection.pdu.reason == RejectReason.PROTOCOL_VERSION_NOT_SUPPORTED
     rq = _rq()
     rq.presentation_contexts = []
     assert check_request(rq) is not None
     rq = _rq()
     rq.application_context = "1.2.3"
-    rj = check_request(rq)
-    assert rj is not None and rj.reason == RejectReason.APPLICATION_CONTEXT_NOT_SUPPORTED
+    rejection = check_request(rq)
+    assert rejection is not None
+    assert rejection.pdu.reason == RejectReason.APPLICATION_CONTEXT_NOT_SUPPORTED
     assert check_request(_rq()) is None
 
 
@@ -173,3 +174,42 @@ def test_a_maximum_pdu_length_too_small_for_any_data_is_refused() -> None:
     ac, _ = build_accept(rq, request, our_max_pdu_length=3)
     with pytest.raises(NegotiationError, match="maximum PDU length 3"):
         read_accept(rq, ac)
+
+
+def test_empty_ae_titles_are_refused_with_the_title_named() -> None:
+    """PS3.8 §9.3.2: an AE title of 16 spaces shall not be used; the rejection names which."""
+    rq = _rq()
+    rq.called_ae_title = ""
+    rejection = check_request(rq)
+    assert rejection is not None
+    assert rejection.pdu.reason == RejectReason.CALLED_AE_NOT_RECOGNIZED
+    assert rejection.why == "the called AE title is empty"
+    rq = _rq()
+    rq.calling_ae_title = ""
+    rejection = check_request(rq)
+    assert rejection is not None
+    assert rejection.pdu.reason == RejectReason.CALLING_AE_NOT_RECOGNIZED
+    assert "calling" in rejection.why
+
+
+def test_the_association_limit_is_a_transient_provider_rejection() -> None:
+    """PS3.8 Table 9-21: local-limit-exceeded, source 3 (presentation), result 2 (transient)."""
+    assert check_request(_rq(), active=4, max_associations=4) is None
+    rejection = check_request(_rq(), active=5, max_associations=4)
+    assert rejection is not None
+    assert (rejection.pdu.result, rejection.pdu.source, rejection.pdu.reason) == (2, 3, 2)
+    assert rejection.why == "4 associations at once"
+    assert check_request(_rq(), active=10**6) is None  # no limit given
+
+
+def test_the_first_failed_check_wins() -> None:
+    """A request that fails several checks gets the rejection of the first (protocol checks
+    before AE titles before the limit), and the reason text says which."""
+    rq = _rq(max_pdu_length=6)
+    rq.called_ae_title = ""
+    rejection = check_request(rq, active=9, max_associations=1)
+    assert rejection is not None
+    assert rejection.why == "maximum PDU length 6 is too small"
+    rq.presentation_contexts = []
+    rejection = check_request(rq, active=9, max_associations=1)
+    assert rejection is not None and rejection.why == "no presentation context proposed"

@@ -52,7 +52,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -64,6 +64,9 @@ from dicomnet.archive.matching import QueryError, column_value, compile_query, t
 
 __all__ = [
     "LEVELS",
+    "OPTIONAL_KEYWORDS",
+    "RECORD_KEYWORDS",
+    "SUPPORTED_KEYS",
     "Index",
     "InstanceRecord",
     "Query",
@@ -87,37 +90,45 @@ _BATCH = 500
 # --- the record ----------------------------------------------------------------------------------
 
 
+def _attribute(keyword: str, *, required: bool = False) -> Any:
+    """A record field that holds the value of the DICOM attribute ``keyword``."""
+    if required:
+        return field(metadata={"keyword": keyword})
+    return field(default=None, metadata={"keyword": keyword})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstanceRecord:
     """One stored instance: its unique and required keys, how it is encoded, and where it is.
 
     ``path`` is relative to the storage root, with ``/`` separators; ``size`` is in bytes. Text
     values are decoded ``str`` (PN as its DICOM string form), ``None`` when absent or empty;
-    multiple values are joined with ``\\``.
+    multiple values are joined with ``\\``. The fields that hold an attribute name it, once,
+    and ``RECORD_KEYWORDS`` is read from them.
     """
 
-    sop_instance_uid: str
-    sop_class_uid: str
-    study_instance_uid: str
-    series_instance_uid: str
+    sop_instance_uid: str = _attribute("SOPInstanceUID", required=True)
+    sop_class_uid: str = _attribute("SOPClassUID", required=True)
+    study_instance_uid: str = _attribute("StudyInstanceUID", required=True)
+    series_instance_uid: str = _attribute("SeriesInstanceUID", required=True)
     path: str
     size: int
-    patient_id: str | None = None
-    patient_name: str | None = None
-    patient_birth_date: str | None = None
-    patient_sex: str | None = None
-    study_date: str | None = None
-    study_time: str | None = None
-    accession_number: str | None = None
-    study_id: str | None = None
-    study_description: str | None = None
-    referring_physician_name: str | None = None
-    modality: str | None = None
-    series_number: str | None = None
-    series_description: str | None = None
-    body_part_examined: str | None = None
-    instance_number: str | None = None
-    specific_character_set: str | None = None
+    patient_id: str | None = _attribute("PatientID")
+    patient_name: str | None = _attribute("PatientName")
+    patient_birth_date: str | None = _attribute("PatientBirthDate")
+    patient_sex: str | None = _attribute("PatientSex")
+    study_date: str | None = _attribute("StudyDate")
+    study_time: str | None = _attribute("StudyTime")
+    accession_number: str | None = _attribute("AccessionNumber")
+    study_id: str | None = _attribute("StudyID")
+    study_description: str | None = _attribute("StudyDescription")
+    referring_physician_name: str | None = _attribute("ReferringPhysicianName")
+    modality: str | None = _attribute("Modality")
+    series_number: str | None = _attribute("SeriesNumber")
+    series_description: str | None = _attribute("SeriesDescription")
+    body_part_examined: str | None = _attribute("BodyPartExamined")
+    instance_number: str | None = _attribute("InstanceNumber")
+    specific_character_set: str | None = _attribute("SpecificCharacterSet")
     transfer_syntax_uid: str | None = None
 
     @classmethod
@@ -152,24 +163,23 @@ class InstanceRecord:
             series_instance_uid=uid("SeriesInstanceUID"),
             path=Path(path).as_posix(),
             size=int(size),
-            patient_id=_text(ds, "PatientID"),
-            patient_name=_text(ds, "PatientName"),
-            patient_birth_date=_text(ds, "PatientBirthDate"),
-            patient_sex=_text(ds, "PatientSex"),
-            study_date=_text(ds, "StudyDate"),
-            study_time=_text(ds, "StudyTime"),
-            accession_number=_text(ds, "AccessionNumber"),
-            study_id=_text(ds, "StudyID"),
-            study_description=_text(ds, "StudyDescription"),
-            referring_physician_name=_text(ds, "ReferringPhysicianName"),
-            modality=_text(ds, "Modality"),
-            series_number=_text(ds, "SeriesNumber"),
-            series_description=_text(ds, "SeriesDescription"),
-            body_part_examined=_text(ds, "BodyPartExamined"),
-            instance_number=_text(ds, "InstanceNumber"),
-            specific_character_set=_text(ds, "SpecificCharacterSet"),
             transfer_syntax_uid=str(transfer_syntax).strip("\x00 ") if transfer_syntax else None,
+            **{name: _text(ds, keyword) for name, keyword in OPTIONAL_KEYWORDS.items()},
         )
+
+
+#: Record field -> the attribute keyword it holds: every attribute the index keeps of an
+#: instance (all before the pixel data), read from ``InstanceRecord``'s fields.
+RECORD_KEYWORDS: dict[str, str] = {
+    f.name: f.metadata["keyword"] for f in fields(InstanceRecord) if "keyword" in f.metadata
+}
+#: The ones that may be absent (``None``): all but the four UIDs a record requires.
+OPTIONAL_KEYWORDS: dict[str, str] = {
+    name: keyword
+    for name, keyword in RECORD_KEYWORDS.items()
+    if name
+    not in ("sop_instance_uid", "sop_class_uid", "study_instance_uid", "series_instance_uid")
+}
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:
@@ -197,6 +207,11 @@ class Index(Protocol):
 
     def add(self, record: InstanceRecord) -> None:
         """Insert or replace the instance ``record.sop_instance_uid``."""
+
+    def add_many(self, records: Iterable[InstanceRecord]) -> int:
+        """``add`` every record, in one transaction when the index has them; returns how
+        many (the storage service's ``IndexWriter`` writes its batches with this)."""
+        ...
 
     def remove(self, sop_instance_uid: str) -> None:
         """Forget an instance (and its series, study, patient when it was their last)."""
@@ -226,6 +241,18 @@ class Index(Protocol):
     def records(self) -> Iterator[InstanceRecord]:
         """Every instance in the index (for repair and migration)."""
         ...
+
+    def paths(self) -> Iterator[tuple[str, str]]:
+        """(path, SOP Instance UID) of every instance: what ``reconcile`` compares with the
+        files, without building whole records."""
+        ...
+
+    def get_state(self, key: str) -> str | None:
+        """A value the server keeps with the index (e.g. how the last server stopped)."""
+        ...
+
+    def set_state(self, key: str, value: str) -> None:
+        """Keep ``value`` under ``key`` (see ``get_state``)."""
 
     def close(self) -> None:
         """Release the index's resources."""
@@ -292,6 +319,10 @@ _COMPUTED: dict[str, _Computed] = {
     "SOPClassesInStudy": _Computed("UI", 1, 3, "i.sop_class_uid", nullable_column=False),
     "NumberOfSeriesRelatedInstances": _Computed("IS", 2, 3),
 }
+
+#: Every key the index matches or returns (the rest of an identifier's keys are not supported:
+#: matched universally and returned zero-length, PS3.4 §C.2.2.1.3).
+SUPPORTED_KEYS: frozenset[str] = frozenset(_KEYS) | frozenset(_COMPUTED)
 
 _ALIAS = ("p", "st", "se", "i")
 _TABLE = ("patient", "study", "series", "instance")
@@ -944,28 +975,7 @@ def _needs_utf8(result: Mapping[str, object]) -> bool:
 
 # --- files ---------------------------------------------------------------------------------------
 
-_READ_TAGS = [
-    "SpecificCharacterSet",
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-    "Modality",
-    "ReferringPhysicianName",
-    "StudyDescription",
-    "SeriesDescription",
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "BodyPartExamined",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "StudyID",
-    "SeriesNumber",
-    "InstanceNumber",
-]
+_READ_TAGS = list(RECORD_KEYWORDS.values())
 _SKIP_SUFFIXES = (".part", ".tmp", "-wal", "-shm", "-journal")
 
 
@@ -1032,11 +1042,7 @@ def reconcile(index: Index, storage_root: str | os.PathLike[str]) -> tuple[int, 
     indexed.
     """
     root = Path(storage_root)
-    paths = getattr(index, "paths", None)
-    if paths is not None:
-        by_path = dict(paths())
-    else:
-        by_path = {known.path: known.sop_instance_uid for known in index.records()}
+    by_path = dict(index.paths())
     on_disk = set(iter_files(root))
     removed = 0
     for path, uid in by_path.items():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, fields
 from enum import IntEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from dicomnet.errors import DIMSEError
 
@@ -268,21 +268,88 @@ class DimseMessage:
 
 @dataclass(slots=True, kw_only=True)
 class RequestMessage(DimseMessage):
+    """A request (-RQ) that is answered: ``RESPONSE`` is its response class, and
+    ``response(status, ...)`` builds the answer (C-CANCEL-RQ is not one: it has no answer)."""
+
+    RESPONSE: ClassVar[type[ResponseMessage]]
     message_id: int = 0
 
     @property
     def is_request(self) -> bool:
         return True
 
+    def response(self, status: int, **values: Any) -> ResponseMessage:
+        """The response to this request (PS3.7 §9.3, §10.3): the message ID it answers, the
+        status, the affected SOP class and instance it echoes (an N-service request's
+        *requested* ones become the response's *affected* ones), the Event/Action Type ID when
+        a reply data set goes with it (PS3.7 §10.1.1.1.4, §10.1.4.1.5), then ``values``; a
+        value that is None, or names an element this response does not have, is left out."""
+        cls = self.RESPONSE
+        names, echoed, typed = _response_plan(type(self))
+        fields_: dict[str, Any] = {
+            "message_id_being_responded_to": self.message_id,
+            "status": status,
+        }
+        for name, source in echoed:
+            value = getattr(self, source)
+            if value is not None:
+                fields_[name] = value
+        if values.get("has_dataset"):
+            for name in typed:
+                fields_[name] = getattr(self, name)
+        for name, value in values.items():
+            if value is not None and name in names:
+                fields_[name] = value
+        return cls(**fields_)
+
 
 @dataclass(slots=True, kw_only=True)
 class ResponseMessage(DimseMessage):
+    """A response (-RSP). Every one may carry an Error Comment (0000,0902), an LO: it is cut to
+    64 characters here, once, whoever builds the message (PS3.5 §6.2)."""
+
     message_id_being_responded_to: int = 0
     status: int = 0
+    error_comment: str | None = None
+
+    def __post_init__(self) -> None:
+        comment = self.error_comment
+        if comment is not None and len(comment) > MAX_ERROR_COMMENT:
+            self.error_comment = comment[:MAX_ERROR_COMMENT]
 
     @property
     def is_request(self) -> bool:
         return False
+
+
+#: (0000,0902) Error Comment is LO: at most 64 characters (PS3.5 Table 6.2-1).
+MAX_ERROR_COMMENT = 64
+
+_Plan = tuple[frozenset[str], tuple[tuple[str, str], ...], tuple[str, ...]]
+_PLANS: dict[type, _Plan] = {}
+
+
+def _response_plan(rq_cls: type[RequestMessage]) -> _Plan:
+    """(the response's field names, (response field, request field) pairs to echo, the type
+    IDs echoed with a reply data set), once per request class."""
+    plan = _PLANS.get(rq_cls)
+    if plan is None:
+        names = frozenset(f.name for f in fields(rq_cls.RESPONSE))
+        ours = {f.name for f in fields(rq_cls)}
+        typed = tuple(n for n in ("event_type_id", "action_type_id") if n in names and n in ours)
+        echoed: list[tuple[str, str]] = []
+        for name, requested in (
+            ("affected_sop_class_uid", "requested_sop_class_uid"),
+            ("affected_sop_instance_uid", "requested_sop_instance_uid"),
+        ):
+            if name not in names:
+                continue
+            if name in ours:
+                echoed.append((name, name))
+            elif requested in ours:
+                echoed.append((name, requested))
+        plan = _PLANS[rq_cls] = (names, tuple(echoed), typed)
+    return plan
 
 
 _RQ = ("message_id",)
@@ -303,7 +370,6 @@ class CEchoRSP(ResponseMessage):
     NAME = "C-ECHO-RSP"
     REQUIRED = _RSP
     affected_sop_class_uid: str | None = None
-    error_comment: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -327,7 +393,6 @@ class CStoreRSP(ResponseMessage):
     affected_sop_class_uid: str | None = None
     affected_sop_instance_uid: str | None = None
     offending_elements: list[int] | None = None
-    error_comment: str | None = None
     error_id: int | None = None
 
 
@@ -348,7 +413,6 @@ class CFindRSP(ResponseMessage):
     REQUIRED = _RSP
     affected_sop_class_uid: str | None = None
     offending_elements: list[int] | None = None
-    error_comment: str | None = None
     error_id: int | None = None
 
 
@@ -360,7 +424,6 @@ class _SubOps(ResponseMessage):
     number_of_failed_suboperations: int | None = None
     number_of_warning_suboperations: int | None = None
     offending_elements: list[int] | None = None
-    error_comment: str | None = None
     error_id: int | None = None
 
 
@@ -415,7 +478,6 @@ class CCancelRQ(DimseMessage):
 class _NResponse(ResponseMessage):
     affected_sop_class_uid: str | None = None
     affected_sop_instance_uid: str | None = None
-    error_comment: str | None = None
     error_id: int | None = None
     offending_elements: list[int] | None = None
     # The attributes a status names, e.g. 0x0107 Attribute list error (PS3.7 Annex C).
@@ -524,6 +586,20 @@ class NDeleteRSP(_NResponse):
     REQUIRED = _RSP
 
 
+# Each request's response (PS3.7 §9.3, §10.3).
+CEchoRQ.RESPONSE = CEchoRSP
+CStoreRQ.RESPONSE = CStoreRSP
+CFindRQ.RESPONSE = CFindRSP
+CGetRQ.RESPONSE = CGetRSP
+CMoveRQ.RESPONSE = CMoveRSP
+NEventReportRQ.RESPONSE = NEventReportRSP
+NGetRQ.RESPONSE = NGetRSP
+NSetRQ.RESPONSE = NSetRSP
+NActionRQ.RESPONSE = NActionRSP
+NCreateRQ.RESPONSE = NCreateRSP
+NDeleteRQ.RESPONSE = NDeleteRSP
+
+
 Message = (
     CEchoRQ
     | CEchoRSP
@@ -578,6 +654,16 @@ MESSAGE_CLASSES: dict[int, type[DimseMessage]] = {
         NDeleteRSP,
     )
 }
+
+
+def as_message(message: DimseMessage) -> Message:
+    """``message`` typed as the ``Message`` union (which every concrete message class is in),
+    for code that builds messages through the bases, e.g. ``RequestMessage.response``."""
+    assert type(message) in _CONCRETE
+    return cast("Message", message)
+
+
+_CONCRETE = frozenset(MESSAGE_CLASSES.values())
 
 
 def decode_message(data: bytes | memoryview) -> Message:

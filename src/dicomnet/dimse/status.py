@@ -58,6 +58,51 @@ class Status(IntEnum):
     PENDING_WARNING = 0xFF01
 
 
+# Per-service names. A code's meaning depends on the service that answers it (0xB000 is
+# "coercion of data elements" in C-STORE and "sub-operations complete, one or more failures" in
+# C-MOVE/C-GET); these enums give each service the names of its own PS3.4 table, so code reads
+# as the standard does. Their values compare equal to the ints and to ``Status``'s members.
+
+
+class StoreStatus(IntEnum):
+    """C-STORE response statuses (PS3.4 B.2.3, Table B.2-1)."""
+
+    SUCCESS = 0x0000
+    OUT_OF_RESOURCES = 0xA700  # Refused: A7xx
+    DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # Error: A9xx
+    CANNOT_UNDERSTAND = 0xC000  # Error: Cxxx
+    COERCION_OF_DATA_ELEMENTS = 0xB000  # Warning
+    ELEMENTS_DISCARDED = 0xB006  # Warning
+    DATASET_DOES_NOT_MATCH_SOP_CLASS_WARNING = 0xB007  # Warning
+
+
+class FindStatus(IntEnum):
+    """C-FIND response statuses (PS3.4 C.4.1.1.4, Table C.4-1)."""
+
+    SUCCESS = 0x0000
+    OUT_OF_RESOURCES = 0xA700  # Refused
+    IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # Failed
+    UNABLE_TO_PROCESS = 0xC000  # Failed: Cxxx
+    CANCEL = 0xFE00  # Matching terminated due to Cancel request
+    PENDING = 0xFF00  # Matches are continuing
+    PENDING_OPTIONAL_KEYS_NOT_SUPPORTED = 0xFF01  # ... optional keys were not supported
+
+
+class RetrieveStatus(IntEnum):
+    """C-MOVE and C-GET response statuses (PS3.4 C.4.2.1.5 Table C.4-2, C.4.3.1.4 Table C.4-3;
+    Move Destination Unknown is C-MOVE's only)."""
+
+    SUCCESS = 0x0000  # Sub-operations complete, no failures
+    OUT_OF_RESOURCES_MATCHES = 0xA701  # Refused: unable to calculate number of matches
+    OUT_OF_RESOURCES_SUB_OPERATIONS = 0xA702  # Refused: unable to perform sub-operations
+    MOVE_DESTINATION_UNKNOWN = 0xA801  # Refused (C-MOVE)
+    IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # Failed
+    UNABLE_TO_PROCESS = 0xC000  # Failed: Cxxx
+    CANCEL = 0xFE00  # Sub-operations terminated due to Cancel indication
+    SUB_OPERATIONS_COMPLETE_WITH_FAILURES = 0xB000  # Warning: one or more failures or warnings
+    PENDING = 0xFF00  # Sub-operations are continuing
+
+
 _WARNINGS = {0x0001, 0x0107, 0x0116}
 _NAMES = {
     0x0000: "Success",

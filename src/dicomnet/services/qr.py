@@ -6,7 +6,8 @@ Rules:
 - The identifier is checked before the index is asked: no identifier, no or an unknown Query/
   Retrieve Level, a level the model lacks, or a key the index rejects (hierarchy, values that cannot
   be parsed) is a failure 0xA900 (Identifier does not match SOP Class) with an Error Comment saying
-  why; an element that cannot be decoded is 0xC000 (Unable to process).
+  why; an element that cannot be decoded is 0xC000 (Unable to process). Statuses are named by
+  their service's table (``FindStatus``, ``RetrieveStatus``).
 - C-FIND (§C.4.1): one pending response per match with the requested keys; 0xFF01 instead of 0xFF00
   when the identifier holds keys the index does not match (they come back zero length). Queries are
   hierarchical (§C.4.1.3.1); relational queries are not offered. C-CANCEL is honoured between
@@ -34,36 +35,32 @@ from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian
 
-from dicomnet.archive import index as _index
-from dicomnet.archive.index import LEVELS, Index, InstanceRecord, QueryError
+from dicomnet.archive.index import LEVELS, SUPPORTED_KEYS, Index, InstanceRecord, QueryError
 from dicomnet.client import DicomClient
-from dicomnet.dimse.status import Status, StatusCategory, category
+from dicomnet.dimse.status import FindStatus, RetrieveStatus, Status, StatusCategory, category
 from dicomnet.errors import AssociationAborted, DicomNetError, DicomTimeoutError
-from dicomnet.negotiation import ProposedContext
-from dicomnet.service import CFindRequest, CGetRequest, CMoveRequest, DatasetRequest, Response
-from dicomnet.services.storage import StorageService
-from dicomnet.uids import (
-    PATIENT_ROOT_FIND,
-    PATIENT_ROOT_GET,
-    PATIENT_ROOT_MOVE,
-    STUDY_ROOT_FIND,
-    STUDY_ROOT_GET,
-    STUDY_ROOT_MOVE,
-    UNCOMPRESSED,
+from dicomnet.negotiation import ProposedContext, contexts_for
+from dicomnet.service import (
+    CFindProvider,
+    CGetProvider,
+    CMoveProvider,
+    ReceivedCFind,
+    ReceivedCGet,
+    ReceivedCMove,
+    ReceivedQueryRetrieve,
+    Response,
 )
+from dicomnet.services.storage import StorageService
+from dicomnet.uids import QR_MODELS
 
 log = logging.getLogger("dicomnet.services.qr")
 
-#: Query/Retrieve SOP classes (PS3.4 §C.6.1, §C.6.2) -> information model root.
+#: Query/Retrieve SOP classes this service offers (PS3.4 §C.6.1, §C.6.2) -> information model
+#: root: the Patient Root and Study Root models of ``uids.QR_MODELS``.
 MODELS: dict[str, str] = {
-    PATIENT_ROOT_FIND: "PATIENT",
-    PATIENT_ROOT_MOVE: "PATIENT",
-    PATIENT_ROOT_GET: "PATIENT",
-    STUDY_ROOT_FIND: "STUDY",
-    STUDY_ROOT_MOVE: "STUDY",
-    STUDY_ROOT_GET: "STUDY",
+    uid: model.upper() for model in ("patient", "study") for uid in QR_MODELS[model]
 }
 QR_SOP_CLASSES: tuple[str, ...] = tuple(MODELS)
 
@@ -72,19 +69,21 @@ _CHARSET_TAG = 0x00080005
 # Keys answered by the service itself rather than matched by the index.
 _SERVICE_KEYS = frozenset({"RetrieveAETitle", "InstanceAvailability"})
 # Keys the index matches or computes (the rest are unsupported: universal, returned empty).
-_SUPPORTED = (
-    frozenset(_index._KEYS)
-    | frozenset(_index._COMPUTED)
-    | _SERVICE_KEYS
-    | {"QueryRetrieveLevel", "SpecificCharacterSet"}
-)
+_SUPPORTED = SUPPORTED_KEYS | _SERVICE_KEYS | {"QueryRetrieveLevel", "SpecificCharacterSet"}
 _FETCH = 64  # matches fetched from the index per worker-thread hop
+#: "Unable to process" (Cxxx, PS3.4 C.4.1.1.4, C.4.2.1.5); the low bits are ours: no index.
+NO_INDEX = FindStatus.UNABLE_TO_PROCESS + 1
 
 
 class IdentifierError(DicomNetError):
     """An identifier the service cannot use: ``status`` and an Error Comment (``str(exc)``)."""
 
-    def __init__(self, message: str, status: int = 0xA900, offending: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int = FindStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+        offending: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.offending = offending
@@ -92,7 +91,7 @@ class IdentifierError(DicomNetError):
     def response(self) -> Response:
         return Response(
             self.status,
-            error_comment=str(self)[:64],
+            error_comment=str(self),
             offending_elements=[self.offending] if self.offending is not None else None,
         )
 
@@ -122,7 +121,9 @@ def parse_identifier(ds: Dataset | None, sop_class_uid: str) -> Identifier:
     query; IdentifierError when it does not fit (PS3.4 §C.4.1.1.3, §C.4.2.1.4)."""
     model = MODELS.get(sop_class_uid)
     if model is None:
-        raise IdentifierError(f"{sop_class_uid} is not a Query/Retrieve SOP class", 0x0122)
+        raise IdentifierError(
+            f"{sop_class_uid} is not a Query/Retrieve SOP class", Status.SOP_CLASS_NOT_SUPPORTED
+        )
     if ds is None:
         raise IdentifierError("no identifier was received")
     if _QR_LEVEL_TAG not in ds:
@@ -130,7 +131,9 @@ def parse_identifier(ds: Dataset | None, sop_class_uid: str) -> Identifier:
     try:
         level = _text(ds[_QR_LEVEL_TAG].value).strip().upper()
     except Exception as exc:
-        raise IdentifierError(f"QueryRetrieveLevel unreadable: {exc}", 0xC000, _QR_LEVEL_TAG)
+        raise IdentifierError(
+            f"QueryRetrieveLevel unreadable: {exc}", FindStatus.UNABLE_TO_PROCESS, _QR_LEVEL_TAG
+        )
     if level not in LEVELS:
         raise IdentifierError(
             f"QueryRetrieveLevel {level!r} is not one of {', '.join(LEVELS)}",
@@ -162,7 +165,9 @@ def parse_identifier(ds: Dataset | None, sop_class_uid: str) -> Identifier:
             text = _text(value)
         except Exception as exc:
             raise IdentifierError(
-                f"cannot read {keyword}: {type(exc).__name__}: {exc}", 0xC000, int(tag)
+                f"cannot read {keyword}: {type(exc).__name__}: {exc}",
+                FindStatus.UNABLE_TO_PROCESS,
+                int(tag),
             )
         ident.requested.append((int(tag), keyword, vr))
         ident.query[keyword] = (vr, text)
@@ -196,12 +201,17 @@ def _take(iterator: Iterator[dict[str, object]], n: int) -> list[dict[str, objec
 def _counts(
     remaining: int | None, completed: int, failed: int, warning: int
 ) -> dict[str, int | None]:
+    """The sub-operation counts of a C-MOVE/C-GET response. They are US (PS3.7 §E.1): a
+    retrieve of more than 65,535 instances reports 65,535 rather than no response at all."""
     return {
-        "number_of_remaining_suboperations": remaining,
-        "number_of_completed_suboperations": completed,
-        "number_of_failed_suboperations": failed,
-        "number_of_warning_suboperations": warning,
+        "number_of_remaining_suboperations": None if remaining is None else min(remaining, _US),
+        "number_of_completed_suboperations": min(completed, _US),
+        "number_of_failed_suboperations": min(failed, _US),
+        "number_of_warning_suboperations": min(warning, _US),
     }
+
+
+_US = 0xFFFF  # the largest US value
 
 
 def _failed_list(uids: Sequence[str]) -> Dataset | None:
@@ -214,27 +224,17 @@ def _failed_list(uids: Sequence[str]) -> Dataset | None:
 
 def store_contexts(records: Sequence[InstanceRecord]) -> list[ProposedContext]:
     """Presentation contexts to send ``records`` in their stored transfer syntaxes (an
-    uncompressed one may also go in the other uncompressed little endian syntaxes); at most 128
-    (PS3.8 §9.3.2.2: odd context IDs 1-255)."""
-    seen: dict[tuple[str, str], ProposedContext] = {}
-    for record in records:
-        ts = record.transfer_syntax_uid or ExplicitVRLittleEndian
-        key = (record.sop_class_uid, ts)
-        if key in seen:
-            continue
-        syntaxes = [ts]
-        if ts in UNCOMPRESSED or not UID(ts).is_compressed:
-            syntaxes += [t for t in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if t != ts]
-        seen[key] = ProposedContext(record.sop_class_uid, syntaxes)
-        if len(seen) == 128:
-            break
-    return list(seen.values())
+    uncompressed one may also go in the other uncompressed little endian syntaxes): the first
+    association's worth of ``negotiation.contexts_for`` (at most 128, PS3.8 §9.3.2.2)."""
+    pairs = ((r.sop_class_uid, r.transfer_syntax_uid or ExplicitVRLittleEndian) for r in records)
+    groups = contexts_for(pairs)
+    return groups[0] if groups else []
 
 
 SubOperation = Callable[[Path], Awaitable[int]]
 
 
-class ArchiveService(StorageService):
+class ArchiveService(StorageService, CFindProvider, CMoveProvider, CGetProvider):
     """The archive node: Verification, Storage (with the index), and Query/Retrieve (C-FIND,
     C-MOVE, C-GET) in the Patient Root and Study Root models. Configure with
     ``ArchiveService.factory(root, index=open_index(root), peers={"AE": ("host", port)})``."""
@@ -276,20 +276,19 @@ class ArchiveService(StorageService):
     def our_ae_title(self) -> str:
         return self.aet or self.ae_title or self.association.called_ae_title or "DICOMNET"
 
-    def _checked(self, request: DatasetRequest) -> Identifier:
-        sop_class = str(getattr(request.message, "affected_sop_class_uid", "") or "")
+    def _checked(self, request: ReceivedQueryRetrieve) -> Identifier:
         if self.index is None:
-            raise IdentifierError("this node keeps no index", 0xC001)
+            raise IdentifierError("this node keeps no index", NO_INDEX)
         try:
-            return parse_identifier(request.dataset, sop_class)
+            return parse_identifier(request.dataset, request.sop_class_uid)
         except IdentifierError:
             raise
         except Exception as exc:  # the identifier's bytes could not be decoded at all
-            raise IdentifierError(f"identifier unreadable: {exc}", 0xC000)
+            raise IdentifierError(f"identifier unreadable: {exc}", FindStatus.UNABLE_TO_PROCESS)
 
     # -- C-FIND ------------------------------------------------------------------------------------
 
-    async def on_c_find(self, request: CFindRequest) -> AsyncIterator[Dataset | Response]:
+    async def on_c_find(self, request: ReceivedCFind) -> AsyncIterator[Dataset | Response]:
         try:
             ident = self._checked(request)
             assert self.index is not None
@@ -302,15 +301,21 @@ class ArchiveService(StorageService):
             return
         except QueryError as exc:
             log.warning("[%s] C-FIND refused: %s", request.association, exc)
-            yield Response(0xA900, error_comment=str(exc)[:64])
+            yield Response(FindStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, error_comment=str(exc))
             return
-        status = Status.PENDING_WARNING if ident.unsupported else Status.PENDING
+        status = (
+            FindStatus.PENDING_OPTIONAL_KEYS_NOT_SUPPORTED
+            if ident.unsupported
+            else FindStatus.PENDING
+        )
         found = 0
         while not request.cancelled.is_set():
             try:
                 chunk = await asyncio.to_thread(_take, matches, _FETCH)
             except QueryError as exc:
-                yield Response(0xA900, error_comment=str(exc)[:64])
+                yield Response(
+                    FindStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, error_comment=str(exc)
+                )
                 return
             if not chunk:
                 break
@@ -351,12 +356,15 @@ class ArchiveService(StorageService):
 
     # -- C-MOVE ------------------------------------------------------------------------------------
 
-    async def on_c_move(self, request: CMoveRequest) -> AsyncIterator[Response]:
-        destination = str(request.message.move_destination or "").strip()  # type: ignore[union-attr]
+    async def on_c_move(self, request: ReceivedCMove) -> AsyncIterator[Response]:
+        destination = request.move_destination
         address = self.peers.get(destination)
         if address is None:
             log.warning("[%s] C-MOVE to unknown AE %r", request.association, destination)
-            yield Response(0xA801, error_comment=f"unknown move destination {destination!r}"[:64])
+            yield Response(
+                RetrieveStatus.MOVE_DESTINATION_UNKNOWN,
+                error_comment=f"unknown move destination {destination!r}",
+            )
             return
         try:
             records = await self._instances(request)
@@ -405,7 +413,7 @@ class ArchiveService(StorageService):
 
     # -- C-GET -------------------------------------------------------------------------------------
 
-    async def on_c_get(self, request: CGetRequest) -> AsyncIterator[Response]:
+    async def on_c_get(self, request: ReceivedCGet) -> AsyncIterator[Response]:
         try:
             records = await self._instances(request)
         except IdentifierError as exc:
@@ -421,7 +429,7 @@ class ArchiveService(StorageService):
 
     # -- retrieval --------------------------------------------------------------------------------
 
-    async def _instances(self, request: DatasetRequest) -> list[InstanceRecord]:
+    async def _instances(self, request: ReceivedQueryRetrieve) -> list[InstanceRecord]:
         ident = self._checked(request)
         assert self.index is not None
         if self.index_writer is not None:
@@ -438,7 +446,7 @@ class ArchiveService(StorageService):
 
     async def _sub_operations(
         self,
-        request: DatasetRequest,
+        request: ReceivedQueryRetrieve,
         records: Sequence[InstanceRecord],
         send: SubOperation,
         problem: str | None,
@@ -455,12 +463,12 @@ class ArchiveService(StorageService):
                 remaining = total - i
                 log.info("[%s] retrieve cancelled, %d left", request.association, remaining)
                 yield Response(
-                    Status.CANCEL,
+                    RetrieveStatus.CANCEL,
                     extra=_counts(remaining, completed, failed, warning),
                     dataset=_failed_list(failed_uids),
                 )
                 return
-            status, why = 0xA702, stopped
+            status, why = int(RetrieveStatus.OUT_OF_RESOURCES_SUB_OPERATIONS), stopped
             path = self.root / record.path
             if stopped is None and not path.is_file():
                 why = f"{record.sop_instance_uid} is gone from disk"
@@ -486,16 +494,19 @@ class ArchiveService(StorageService):
                 comment = comment or why
             if i + 1 < total and not request.cancelled.is_set():  # else: Cancel, with counts
                 yield Response(
-                    Status.PENDING, extra=_counts(total - i - 1, completed, failed, warning)
+                    RetrieveStatus.PENDING,
+                    extra=_counts(total - i - 1, completed, failed, warning),
                 )
         if failed == 0 and warning == 0:
-            final = Response(Status.SUCCESS, extra=_counts(None, completed, 0, 0))
+            final = Response(RetrieveStatus.SUCCESS, extra=_counts(None, completed, 0, 0))
         else:
             final = Response(
-                0xA702 if completed == warning == 0 else 0xB000,
+                RetrieveStatus.OUT_OF_RESOURCES_SUB_OPERATIONS
+                if completed == warning == 0
+                else RetrieveStatus.SUB_OPERATIONS_COMPLETE_WITH_FAILURES,
                 extra=_counts(None, completed, failed, warning),
                 dataset=_failed_list(failed_uids),
-                error_comment=comment[:64] if comment and failed else None,
+                error_comment=comment if comment and failed else None,
             )
         log.info(
             "[%s] retrieve done: %d completed, %d failed, %d warning",
@@ -516,6 +527,7 @@ def _tag(keyword: str) -> int:
 
 __all__ = [
     "MODELS",
+    "NO_INDEX",
     "QR_SOP_CLASSES",
     "ArchiveService",
     "Identifier",

@@ -18,19 +18,27 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 
 from pydicom.datadict import tag_for_keyword
 
-from dicomnet.archive.index import Index, InstanceRecord, SQLiteIndex, reconcile
+from dicomnet.archive.index import RECORD_KEYWORDS, Index, InstanceRecord, SQLiteIndex, reconcile
 from dicomnet.archive.storage import DEFAULT_LAYOUT, UnsafePathError, instance_path, layout_keys
 from dicomnet.dataset import scan_attributes
-from dicomnet.dimse.status import Status
+from dicomnet.dimse.status import Status, StoreStatus
 from dicomnet.negotiation import AssociationDecision, AssociationRequest
 from dicomnet.pdu import RejectReason, RejectResult, RejectSource
-from dicomnet.service import CEchoRequest, CStoreRequest, Response, Service
+from dicomnet.service import (
+    CEchoProvider,
+    CStoreProvider,
+    ReceivedCEcho,
+    ReceivedCStore,
+    Response,
+    Service,
+)
 
 log = logging.getLogger("dicomnet.services.storage")
 
@@ -179,13 +187,8 @@ class IndexWriter:
                 return
 
     def _write(self, records: list[InstanceRecord]) -> None:
-        add_many = getattr(self.index, "add_many", None)
         try:
-            if add_many is not None:
-                add_many(records)
-            else:
-                for record in records:
-                    self.index.add(record)
+            self.index.add_many(records)
             self.written += len(records)
         except Exception:
             # One bad row must not lose the batch: write them one by one, logging failures.
@@ -200,31 +203,25 @@ class IndexWriter:
                     )
 
 
-# The attributes of an index row (InstanceRecord), by record field; all before the pixel data.
-_RECORD_KEYWORDS = {
-    "patient_id": "PatientID",
-    "patient_name": "PatientName",
-    "patient_birth_date": "PatientBirthDate",
-    "patient_sex": "PatientSex",
-    "study_instance_uid": "StudyInstanceUID",
-    "series_instance_uid": "SeriesInstanceUID",
-    "study_date": "StudyDate",
-    "study_time": "StudyTime",
-    "accession_number": "AccessionNumber",
-    "study_id": "StudyID",
-    "study_description": "StudyDescription",
-    "referring_physician_name": "ReferringPhysicianName",
-    "modality": "Modality",
-    "series_number": "SeriesNumber",
-    "series_description": "SeriesDescription",
-    "body_part_examined": "BodyPartExamined",
-    "instance_number": "InstanceNumber",
-    "specific_character_set": "SpecificCharacterSet",
+# The attributes of an index row that come from the data set (the SOP Class and Instance UIDs
+# come from the command), by record field: the index's own list, all before the pixel data.
+_ROW_TAGS: dict[str, int] = {
+    name: int(tag_for_keyword(keyword) or 0)
+    for name, keyword in RECORD_KEYWORDS.items()
+    if name not in ("sop_instance_uid", "sop_class_uid")
 }
-_RECORD_TAGS: dict[str, int] = {
-    f: int(tag_for_keyword(k) or 0) for f, k in _RECORD_KEYWORDS.items()
-}
-_TAG_SET = set(_RECORD_TAGS.values())
+_ROW_TAG_SET = frozenset(_ROW_TAGS.values())
+
+
+@cache
+def _layout_tags(layout: str) -> tuple[tuple[str, int | None], ...]:
+    """(keyword, tag) of the attributes a layout needs from the data set (the SOP Class and
+    Instance UIDs come from the command)."""
+    return tuple(
+        (keyword, tag_for_keyword(keyword))
+        for keyword in layout_keys(layout)
+        if keyword not in ("SOPInstanceUID", "SOPClassUID")
+    )
 
 
 def _plain(text: str) -> bool:
@@ -232,16 +229,23 @@ def _plain(text: str) -> bool:
     return all(" " <= ch <= "~" for ch in text)
 
 
-def instance_record(request: CStoreRequest, path: Path, root: Path) -> InstanceRecord:
+def instance_record(
+    request: ReceivedCStore,
+    path: Path,
+    root: Path,
+    found: Mapping[int, str] | None = None,
+) -> InstanceRecord:
     """The index row of a received instance about to be saved at ``path`` under ``root``
-    (call before ``save``: the fallback parses the temporary file)."""
+    (call before ``save``: the fallback parses the temporary file). ``found``: the values
+    already read from the first bytes received (read here when not given)."""
     relative = path.relative_to(root)
-    found = scan_attributes(request.prefix, request.transfer_syntax, _TAG_SET)
-    if found is None or not all(_plain(v) for v in found.values()):
+    if found is None:
+        found = scan_attributes(request.prefix, request.transfer_syntax, set(_ROW_TAG_SET))
+    if found is None or not all(_plain(found.get(tag, "")) for tag in _ROW_TAG_SET):
         return InstanceRecord.from_dataset(
             request.dataset, relative, 0, transfer_syntax=request.transfer_syntax
         )
-    values = {field: found.get(tag, "").rstrip(" ") or None for field, tag in _RECORD_TAGS.items()}
+    values = {name: found.get(tag, "").rstrip(" ") or None for name, tag in _ROW_TAGS.items()}
     study, series = values.pop("study_instance_uid"), values.pop("series_instance_uid")
     if not study or not series:
         raise ValueError("StudyInstanceUID or SeriesInstanceUID is missing; not indexed")
@@ -257,7 +261,7 @@ def instance_record(request: CStoreRequest, path: Path, root: Path) -> InstanceR
     )
 
 
-class StorageService(Service):
+class StorageService(Service, CEchoProvider, CStoreProvider):
     """Accepts Verification and every storage SOP class, and writes each instance to
     ``root/<layout>``. Configure with ``StorageService.factory(...)``."""
 
@@ -265,7 +269,7 @@ class StorageService(Service):
     layout: str = DEFAULT_LAYOUT
     ae_title: str | None = None  # when set, other called AE titles are rejected
     allowed_calling_aes: Sequence[str] = ()  # when non-empty, only these may associate
-    on_stored: Callable[[CStoreRequest, Path], None] | None = None
+    on_stored: Callable[[ReceivedCStore, Path], None] | None = None
     index: Index | None = None  # when set, every stored instance gets its row ...
     index_writer: IndexWriter | None = None  # ... written by this worker
 
@@ -279,7 +283,7 @@ class StorageService(Service):
         allowed_calling_aes: Sequence[str] = (),
         fsync: bool = True,
         max_operations_performed: int = 1,
-        on_stored: Callable[[CStoreRequest, Path], None] | None = None,
+        on_stored: Callable[[ReceivedCStore, Path], None] | None = None,
         index: Index | None = None,
         **extra: object,
     ) -> type[StorageService]:
@@ -321,29 +325,40 @@ class StorageService(Service):
             )
         return await super().on_association_request(request)
 
-    def on_c_echo(self, request: CEchoRequest) -> int:
+    def on_c_echo(self, request: ReceivedCEcho) -> int:
         return Status.SUCCESS
 
-    def _values(self, request: CStoreRequest) -> dict[str, object]:
+    def _scan(self, request: ReceivedCStore) -> tuple[dict[str, object], dict[int, str] | None]:
+        """The layout's values and, with an index, the row's, read from the first bytes
+        received in one scan: (layout keyword -> value, tag -> value or None when the scan
+        could not answer)."""
         values: dict[str, object] = {
             "SOPInstanceUID": request.sop_instance_uid,
             "SOPClassUID": request.sop_class_uid,
         }
-        needed = [k for k in layout_keys(self.layout) if k not in values]
+        needed = _layout_tags(self.layout)
+        wanted = {tag for _, tag in needed if tag is not None}
+        if self.index is not None:
+            wanted |= _ROW_TAG_SET
+        found = scan_attributes(request.prefix, request.transfer_syntax, wanted) if wanted else None
         if needed:
-            values.update(request.attributes(*needed))
-        return values
+            if found is not None:
+                values.update({k: found.get(t, "") if t is not None else "" for k, t in needed})
+            else:  # the first bytes could not answer: the layout's keys alone, or the file
+                values.update(request.attributes(*(keyword for keyword, _ in needed)))
+        return values, found
 
-    async def on_c_store(self, request: CStoreRequest) -> int | Response:
+    async def on_c_store(self, request: ReceivedCStore) -> int | Response:
+        values, found = self._scan(request)
         try:
-            path = instance_path(self.root, self.layout, self._values(request))
+            path = instance_path(self.root, self.layout, values)
         except UnsafePathError as exc:
             log.warning("[%s] refused %s: %s", request.association, request.sop_instance_uid, exc)
-            return Response(0xC000, error_comment=str(exc)[:64])
+            return Response(StoreStatus.CANNOT_UNDERSTAND, error_comment=str(exc))
         record = None
         if self.index is not None:
             try:
-                record = instance_record(request, path, self.root)
+                record = instance_record(request, path, self.root, found)
             except (ValueError, OSError) as exc:
                 log.warning("[%s] %s not indexed: %s", request.association, path, exc)
         await request.save(path, fsync_dir=self.fsync)
