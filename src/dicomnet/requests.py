@@ -259,10 +259,12 @@ class CStoreRequest(Request):
         return proposed_contexts(self.sop_class_uid, self.transfer_syntax, self.effective_policy)
 
     def _accepted(self, negotiated: Negotiated) -> dict[int, str]:
+        # The contexts we may send a C-STORE-RQ on: as the requestor by default, as the
+        # acceptor where the peer took the SCP role (a C-GET, PS3.7 D.3.3.4).
         accepted = {
             ctx.context_id: ctx.transfer_syntax
             for ctx in negotiated.contexts.values()
-            if ctx.abstract_syntax == self.sop_class_uid
+            if ctx.abstract_syntax == self.sop_class_uid and ctx.scu_role
         }
         if not accepted:
             raise NegotiationError(

@@ -24,13 +24,14 @@ import multiprocessing
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from dicomnet.errors import TranscodeError
 from dicomnet.pixels.syntaxes import Target
-from dicomnet.pixels.transcode import TranscodeResult, transcode_file
+from dicomnet.pixels.transcode import TranscodeResult, convert_for_storage, transcode_file
 
 log = logging.getLogger("dicomnet.pixels")
 
@@ -47,11 +48,15 @@ class _Collect(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+Conversion = Callable[..., TranscodeResult | None]
+
+
 def _in_worker(
-    src: str, dst: str, target: str | Target, options: dict[str, Any]
-) -> TranscodeResult:
-    """``transcode_file`` in a worker, its warnings and log records returned as notes (each
-    once, prefixed with the source path) instead of printed by the worker."""
+    function: Conversion, src: str, dst: str, target: str | Target, options: dict[str, Any]
+) -> TranscodeResult | None:
+    """``function`` (``transcode_file`` or ``convert_for_storage``) in a worker, its warnings
+    and log records returned as notes (each once, prefixed with the source path) instead of
+    printed by the worker."""
     handler = _Collect()
     loggers = [logging.getLogger(name) for name in _CAPTURED]
     saved = [(lg.propagate, lg.level) for lg in loggers]
@@ -63,7 +68,7 @@ def _in_worker(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = transcode_file(src, dst, target, **options)
+            result = function(src, dst, target, **options)
     finally:
         for lg, (propagate, level) in zip(loggers, saved, strict=True):
             lg.removeHandler(handler)
@@ -73,7 +78,7 @@ def _in_worker(
         text = text if text.startswith(src) else f"{src}: {text}"
         if text not in notes:
             notes.append(text)
-    return dataclasses.replace(result, notes=tuple(notes))
+    return None if result is None else dataclasses.replace(result, notes=tuple(notes))
 
 
 class TranscodePool:
@@ -106,8 +111,34 @@ class TranscodePool:
     ) -> TranscodeResult:
         """``transcode_file(src, dst, target, **options)`` in a worker process; the warnings
         met on the way are logged here (and kept in the result's ``notes``)."""
+        result = await self.run(transcode_file, src, dst, target, **options)
+        assert result is not None
+        return result
+
+    async def convert_for_storage(
+        self,
+        src: str | os.PathLike[str],
+        dst: str | os.PathLike[str],
+        target: str | Target,
+        **options: Any,
+    ) -> TranscodeResult | None:
+        """``transcode.convert_for_storage`` in a worker process."""
+        return await self.run(convert_for_storage, src, dst, target, **options)
+
+    async def run(
+        self,
+        function: Conversion,
+        src: str | os.PathLike[str],
+        dst: str | os.PathLike[str],
+        target: str | Target,
+        **options: Any,
+    ) -> TranscodeResult | None:
+        """``function(src, dst, target, **options)`` (a module-level conversion function of
+        ``transcode.py``) in a worker process."""
         executor = self._get()
-        call = functools.partial(_in_worker, os.fspath(src), os.fspath(dst), target, options)
+        call = functools.partial(
+            _in_worker, function, os.fspath(src), os.fspath(dst), target, options
+        )
         try:
             result = await asyncio.get_running_loop().run_in_executor(executor, call)
         except BrokenProcessPool:
@@ -116,7 +147,7 @@ class TranscodePool:
                 f"{os.fspath(src)}: the codec process died while transcoding (a codec crash on "
                 "this file's data); the file was not converted"
             ) from None
-        for note in result.notes:
+        for note in result.notes if result is not None else ():
             log.warning("%s", note)
         return result
 

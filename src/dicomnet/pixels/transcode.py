@@ -396,10 +396,12 @@ def transcode_file(
     allow_lossy: bool = False,
     allow_lossy_to_lossy: bool = False,
     temp_dir: str | os.PathLike[str] | None = None,
+    fsync: bool = False,
 ) -> TranscodeResult:
     """Write ``src`` (a Part 10 file) to ``dst`` in ``target`` (a Target, a UID or a short
     name such as ``"jpeg-ls-lossless"``), frame by frame. Raises ``TranscodeError`` saying what
-    was wrong; ``src`` is never altered and ``dst`` is left untouched on failure."""
+    was wrong; ``src`` is never altered and ``dst`` is left untouched on failure. ``fsync``:
+    the new file is on disk before it is renamed to ``dst``."""
     started = time.perf_counter()
     goal = as_target(target)
     source_path, dest = Path(src), Path(dst)
@@ -433,6 +435,9 @@ def transcode_file(
                     action, work_dir, allow_lossy, allow_lossy_to_lossy,
                     info.sop_class_uid, info.sop_instance_uid,
                 )  # fmt: skip
+            if fsync:
+                out.flush()
+                os.fsync(out.fileno())
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -520,6 +525,36 @@ def _copy_range(source: _Source, start: int, end: int, body: _Body) -> None:
             raise TranscodeError(f"{source.path}: the file ends inside the Pixel Data")
         body.write(chunk)
         pos += len(chunk)
+
+
+def convert_for_storage(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    target: str | Target,
+    *,
+    temp_dir: str | os.PathLike[str] | None = None,
+    fsync: bool = False,
+) -> TranscodeResult | None:
+    """An archive's ``--store-as``: ``src`` written to ``dst`` in the lossless ``target`` when
+    it is an image that is worth it; None (nothing written) when it is kept as it arrived: in
+    ``target`` already, no pixels to compress, or lossy compressed before (decoding lossy data
+    to store it losslessly keeps the loss and takes more room). Raises ``TranscodeError`` when
+    the conversion fails (the caller keeps the original)."""
+    goal = as_target(target)
+    if goal.lossy:
+        raise TranscodeError(f"{goal} is lossy: an archive stores losslessly")
+    try:
+        info = read_file_info(src)
+    except (NotDicomError, OSError) as exc:
+        raise TranscodeError(str(exc)) from None
+    if info.transfer_syntax == goal.transfer_syntax:
+        return None
+    probe = probe_file(src, temp_dir)
+    if not probe.has_pixels and not goal.native:
+        return None
+    if probe.lossy and not is_native(info.transfer_syntax):
+        return None
+    return transcode_file(src, dst, goal, temp_dir=temp_dir, fsync=fsync)
 
 
 def _inflated(
