@@ -140,7 +140,12 @@ def pynetdicom_scp(folder: Path) -> Server:
 
 
 def dicomnet_scp(
-    folder: Path, *, fsync: bool = False, workers: int = 1, profile: list[str] | None = None
+    folder: Path,
+    *,
+    fsync: bool = False,
+    workers: int = 1,
+    profile: list[str] | None = None,
+    extra: tuple[str, ...] = (),
 ) -> Server:
     port = free_port()
     serve = [
@@ -159,6 +164,7 @@ def dicomnet_scp(
         serve.append("--no-fsync")
     if workers > 1:
         serve += ["--workers", str(workers)]
+    serve += extra
     if profile is None:
         return Server("dicomnet", [dicomnet_cli(), *serve], folder, port)
     # Profiled: the same command line, run under the given profiler prefix.

@@ -351,6 +351,8 @@ class DicomClient:
         if not queue:
             return
         negotiated = await self._ensure_contexts([ctx for r in queue for ctx in r.contexts()])
+        if any(isinstance(r, CStoreRequest) and r.may_convert(negotiated) for r in queue):
+            self._pool.warm()  # the codec workers start while the first files go out
         ahead = 2 * self._pool.max_workers
         upcoming = iter(queue)
         preparing: collections.deque[tuple[Request, asyncio.Task[None]]] = collections.deque()

@@ -254,6 +254,12 @@ class CStoreRequest(Request):
     def prepared(self) -> bool:
         return self._prepared is not None
 
+    def may_convert(self, negotiated: Negotiated) -> bool:
+        """Whether ``prepare`` may have to convert the data set (cheap: no file is read)."""
+        if self.effective_policy.targets:
+            return True
+        return negotiated.find_context(self.sop_class_uid, self.transfer_syntax) is None
+
     def contexts(self) -> list[ProposedContext]:
         # The file's own syntax alone, a native fallback, the requested targets first.
         return proposed_contexts(self.sop_class_uid, self.transfer_syntax, self.effective_policy)

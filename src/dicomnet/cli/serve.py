@@ -413,6 +413,10 @@ async def _serve(
     limits = ServerLimits(max_associations=config.max_associations)
     server = DicomServer(factory, config.host, config.port, limits=limits, sock=listening)
     await server.start()
+    if config.store_as:
+        from dicomnet.pixels.pool import default_pool
+
+        default_pool().warm()  # the codec workers, before the first instance arrives
     stop = _on_signals()
     _announce(config, server, factory, is_worker=children is None)
     await stop.wait()

@@ -81,6 +81,20 @@ def _in_worker(
     return None if result is None else dataclasses.replace(result, notes=tuple(notes))
 
 
+#: Imported by the fork server before it forks workers: the conversion code, numpy and the
+#: pixel data plugins of the ``codecs`` extra.
+PRELOAD = (
+    "dicomnet.pixels.transcode",
+    "numpy",
+    "pydicom.pixels.decoders.base",
+    "pydicom.pixels.encoders.base",
+    "jpeg_ls",
+    "openjpeg",
+    "libjpeg",
+    "rle",
+)
+
+
 class TranscodePool:
     """Runs ``transcode_file`` in up to ``max_workers`` processes (default: the cores)."""
 
@@ -93,8 +107,19 @@ class TranscodePool:
         with self._lock:
             if self._executor is None:
                 context = multiprocessing.get_context("forkserver")
+                # The fork server imports the codecs once; every worker forked from it starts
+                # with them loaded (about 1.5 s of imports per worker otherwise). Modules that
+                # are not installed are skipped by the fork server.
+                context.set_forkserver_preload(list(PRELOAD))
                 self._executor = ProcessPoolExecutor(self.max_workers, mp_context=context)
             return self._executor
+
+    def warm(self) -> None:
+        """Start the worker processes now (in the background), so that the first conversion
+        does not wait for them; call when conversions are likely."""
+        executor = self._get()
+        for _ in range(self.max_workers):
+            executor.submit(os.getpid)
 
     def _reset(self, broken: ProcessPoolExecutor) -> None:
         with self._lock:
