@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import tempfile
@@ -35,6 +36,7 @@ from dicomnet.negotiation import Negotiated, NegotiatedContext, ProposedContext
 from dicomnet.pixels import (
     Action,
     ContextChoice,
+    Target,
     TranscodePolicy,
     TranscodePool,
     TranscodeResult,
@@ -45,6 +47,7 @@ from dicomnet.pixels import (
     transcode_file_async,
 )
 from dicomnet.pixels.policy import DEFAULT_POLICY
+from dicomnet.pixels.transcode import prefix_mislabelled
 from dicomnet.query import parse_tag
 from dicomnet.service import ReceivedCStore, Response
 from dicomnet.uids import (
@@ -118,7 +121,24 @@ _SOP_UID_TAGS = {0x00080016, 0x00080018}
 _UID_PREFIX = 16384
 
 
+@dataclass(frozen=True, slots=True)
+class InstanceNames:
+    """What a sender reads from the start of a file's data set: the SOP Class and Instance UIDs
+    its C-STORE names (``instance_uids``), and whether the data set is visibly not in the VR
+    encoding its transfer syntax says (``pixels.dataset_mislabelled``)."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    mislabelled: bool
+
+
 def instance_uids(info: FileInfo, *, warn: bool = True) -> tuple[str, str]:
+    """The SOP Class and Instance UIDs of ``instance_names``."""
+    names = instance_names(info, warn=warn)
+    return names.sop_class_uid, names.sop_instance_uid
+
+
+def instance_names(info: FileInfo, *, warn: bool = True) -> InstanceNames:
     """The SOP Class and Instance UIDs a C-STORE of the file names: the data set's own (0008,0016)
     and (0008,0018) when they can be read from its first bytes, else the File Meta
     Information's. PS3.4 B.2.2 has the C-STORE name the instance it stores; files whose meta
@@ -131,8 +151,9 @@ def instance_uids(info: FileInfo, *, warn: bool = True) -> tuple[str, str]:
         finally:
             os.close(fd)
     except OSError:
-        return info.sop_class_uid, info.sop_instance_uid
-    found = scan_attributes(prefix, info.transfer_syntax, _SOP_UID_TAGS)
+        return InstanceNames(info.sop_class_uid, info.sop_instance_uid, False)
+    mislabelled = prefix_mislabelled(prefix, info.transfer_syntax)
+    found = None if mislabelled else scan_attributes(prefix, info.transfer_syntax, _SOP_UID_TAGS)
     if found is None:
         found = _read_uids(info)
     sop_class = found.get(0x00080016) or info.sop_class_uid
@@ -147,7 +168,7 @@ def instance_uids(info: FileInfo, *, warn: bool = True) -> tuple[str, str]:
             sop_class,
             sop_instance,
         )
-    return sop_class, sop_instance
+    return InstanceNames(sop_class, sop_instance, mislabelled)
 
 
 def _read_uids(info: FileInfo) -> dict[int, str]:
@@ -191,6 +212,8 @@ class CStoreRequest(Request):
     move_originator_ae_title: str | None = None
     move_originator_message_id: int | None = None
     policy: TranscodePolicy | None = None
+    #: Whether the file's data set is not in the VR encoding its syntax says (None: look).
+    mislabelled: bool | None = None
     choice: ContextChoice | None = field(default=None, init=False)
     transcoded: TranscodeResult | None = field(default=None, init=False)
     _prepared: tuple[NegotiatedContext, bytes | FileInfo] | None = field(
@@ -218,13 +241,14 @@ class CStoreRequest(Request):
     ) -> CStoreRequest:
         """A request for a Part 10 file whose meta information was read (``read_file_info``);
         the command names the SOP class and instance of ``instance_uids``."""
-        sop_class, sop_instance = instance_uids(info)
+        names = instance_names(info)
         return cls(
             on_response=on_response,
             file=info,
-            sop_class_uid=sop_class,
-            sop_instance_uid=sop_instance,
+            sop_class_uid=names.sop_class_uid,
+            sop_instance_uid=names.sop_instance_uid,
             transfer_syntax=info.transfer_syntax,
+            mislabelled=names.mislabelled,
             **kwargs,
         )
 
@@ -281,6 +305,17 @@ class CStoreRequest(Request):
     def _choose(
         self, negotiated: Negotiated, has_pixels: bool = True, lossy: bool = False
     ) -> ContextChoice:
+        if not self.effective_policy.targets:
+            # The common case, without the candidates: the file's own syntax was accepted.
+            for ctx in negotiated.contexts.values():
+                if (
+                    ctx.transfer_syntax == self.transfer_syntax
+                    and ctx.abstract_syntax == self.sop_class_uid
+                    and ctx.scu_role
+                ):
+                    return ContextChoice(
+                        ctx.context_id, ctx.transfer_syntax, Action.SEND, _own(ctx.transfer_syntax)
+                    )
         return choose_context(
             self.transfer_syntax,
             self._accepted(negotiated),
@@ -316,13 +351,12 @@ class CStoreRequest(Request):
         self.choice = choice
         ctx = negotiated.contexts[choice.context_id]
         file = self.file
-        if (
-            choice.action is Action.SEND
-            and file is not None
-            and not dataset_mislabelled(file.path, file.offset, file.transfer_syntax)
-        ):
-            self._prepared = (ctx, file)
-            return
+        if choice.action is Action.SEND and file is not None:
+            if self.mislabelled is None:
+                self.mislabelled = dataset_mislabelled(file.path, file.offset, file.transfer_syntax)
+            if not self.mislabelled:
+                self._prepared = (ctx, file)
+                return
         if self.dataset is not None and choice.action in (Action.SEND, Action.REENCODE):
             data = await asyncio.to_thread(encode_dataset, self.dataset, ctx.transfer_syntax)
             self._prepared = (ctx, data)
@@ -421,6 +455,11 @@ class CStoreRequest(Request):
             f"{choice.transfer_syntax}) first: await request.prepare(negotiated) (DicomClient "
             "does)"
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _own(transfer_syntax: str) -> Target:
+    return Target(transfer_syntax)
 
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -870,6 +909,8 @@ __all__ = [
     "attribute_tags",
     "commitment_references",
     "get_storage_contexts",
+    "InstanceNames",
+    "instance_names",
     "instance_uids",
     "save_into",
 ]

@@ -29,7 +29,7 @@ from dicomnet.errors import AssociationAborted, NegotiationError, TranscodeError
 from dicomnet.negotiation import ProposedContext
 from dicomnet.pixels import ALIASES, Action, Target, TranscodePolicy, as_target, storage_plan
 from dicomnet.pixels.syntaxes import syntax_name
-from dicomnet.requests import instance_uids
+from dicomnet.requests import instance_names
 from dicomnet.uids import uid_name
 
 log = logging.getLogger("dicomnet.cli")
@@ -360,10 +360,10 @@ async def _store(
     )
     # PS3.7 9.1.1.1: a C-STORE-RQ names the SOP class and instance (the data set's, else the
     # meta information's); a file that names neither cannot be sent (nor proposed).
-    names = {f.path: instance_uids(f) for f in files}
+    names = {f.path: instance_names(f) for f in files}
     sendable: list[FileInfo] = []
     for f in files:
-        sop_class, sop_instance = names[f.path]
+        sop_class, sop_instance = names[f.path].sop_class_uid, names[f.path].sop_instance_uid
         missing = [
             name
             for name, value in (("SOP Class UID", sop_class), ("SOP Instance UID", sop_instance))
@@ -374,11 +374,13 @@ async def _store(
             failures.append((f.path, f"not sent: no {why} in its meta information or data set"))
         else:
             sendable.append(f)
-    plan = storage_plan(((*names[f.path][:1], f.transfer_syntax) for f in sendable), policy)
+    plan = storage_plan(
+        ((names[f.path].sop_class_uid, f.transfer_syntax) for f in sendable), policy
+    )
     group_of = {pair: i for i, (_, pairs) in enumerate(plan) for pair in pairs}
     by_group: list[list[FileInfo]] = [[] for _ in plan]
     for f in sendable:
-        by_group[group_of[(names[f.path][0], f.transfer_syntax)]].append(f)
+        by_group[group_of[(names[f.path].sop_class_uid, f.transfer_syntax)]].append(f)
 
     with progress:
         task = progress.add_task("store", total=total_bytes, done=0, count=len(files))
@@ -442,9 +444,10 @@ async def _store(
                     CStoreRequest(
                         on_response=on_response,
                         file=f,
-                        sop_class_uid=names[f.path][0],
-                        sop_instance_uid=names[f.path][1],
+                        sop_class_uid=names[f.path].sop_class_uid,
+                        sop_instance_uid=names[f.path].sop_instance_uid,
                         transfer_syntax=f.transfer_syntax,
+                        mislabelled=names[f.path].mislabelled,
                     )
                     for f in group_files
                 ]

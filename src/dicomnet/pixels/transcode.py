@@ -21,6 +21,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -110,6 +111,7 @@ class Action(StrEnum):
     TRANSCODE = "transcode"  # encapsulated -> another encapsulated
 
 
+@functools.lru_cache(maxsize=256)
 def classify(source: str, target: str) -> Action:
     if source == target:
         return Action.SEND
@@ -165,6 +167,7 @@ class _Source:
         return data
 
 
+@functools.lru_cache(maxsize=64)
 def _encoding(transfer_syntax: str) -> tuple[bool, bool]:
     from pydicom.uid import UID
 
@@ -503,17 +506,20 @@ def dataset_mislabelled(path: str | os.PathLike[str], offset: int, transfer_synt
     syntax says (a known writer bug: implicit VR elements under an explicit VR syntax, or the
     other way round): the first element's header decides, as pydicom's reader does. Deflated
     and unknown syntaxes are not checked."""
-    implicit, little = _encoding(transfer_syntax)
-    if transfer_syntax == DeflatedExplicitVRLittleEndian or not little:
-        return False
     try:
         with open(path, "rb") as f:
             raw = os.pread(f.fileno(), 8, offset)
     except OSError:
         return False
-    if len(raw) < 8:
+    return prefix_mislabelled(raw, transfer_syntax)
+
+
+def prefix_mislabelled(prefix: bytes, transfer_syntax: str) -> bool:
+    """``dataset_mislabelled`` from the data set's first bytes (8 are enough)."""
+    implicit, little = _encoding(transfer_syntax)
+    if transfer_syntax == DeflatedExplicitVRLittleEndian or not little or len(prefix) < 8:
         return False
-    looks_explicit = raw[4:6] in _VRS
+    looks_explicit = prefix[4:6] in _VRS
     return looks_explicit if implicit else not looks_explicit
 
 
