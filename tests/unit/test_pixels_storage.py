@@ -108,3 +108,29 @@ async def test_the_pool_runs_both_conversions_and_warms_up(tmp_path: Path) -> No
             _testdata("SC_rgb_jpeg.dcm"), tmp_path / "d.dcm", "explicit-le"
         )
         assert any("not encoded as its transfer syntax says" in n for n in mislabelled.notes)
+
+
+@codecs
+async def test_a_cancelled_conversion_leaves_no_file(tmp_path: Path) -> None:
+    """The caller gave up (its association ended) while the worker converted: what the worker
+    writes afterwards is removed."""
+    import asyncio
+
+    ct = tmp_path / "ct.dcm"
+    write_ct(ct, rows=512, columns=512, frames=16)
+    out = tmp_path / "out.dcm"
+    async with TranscodePool(max_workers=1) as pool:
+        await pool.transcode(ct, tmp_path / "warm.dcm", "rle")  # the worker is up
+        task = asyncio.create_task(pool.transcode(ct, out, "jpeg2000-lossless"))
+        for _ in range(1000):  # until the worker has started writing (bounded: 10 s)
+            if list(tmp_path.glob(".transcode-*")):
+                break
+            await asyncio.sleep(0.01)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The worker finishes on its own; its next task runs after it.
+        await pool.transcode(ct, tmp_path / "after.dcm", "rle")
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["after.dcm", "ct.dcm", "warm.dcm"]

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import dataclasses
-import functools
 import logging
 import multiprocessing
 import os
@@ -161,11 +161,24 @@ class TranscodePool:
         """``function(src, dst, target, **options)`` (a module-level conversion function of
         ``transcode.py``) in a worker process."""
         executor = self._get()
-        call = functools.partial(
-            _in_worker, function, os.fspath(src), os.fspath(dst), target, options
-        )
+        destination = os.fspath(dst)
         try:
-            result = await asyncio.get_running_loop().run_in_executor(executor, call)
+            work = executor.submit(
+                _in_worker, function, os.fspath(src), destination, target, options
+            )
+        except BrokenProcessPool:
+            self._reset(executor)
+            raise TranscodeError(
+                f"{os.fspath(src)}: the codec processes are gone; the file was not converted"
+            ) from None
+        try:
+            result = await asyncio.wrap_future(work)
+        except asyncio.CancelledError:
+            # The worker may be converting already: what it writes after the caller gave up
+            # is removed when it is done.
+            if not work.cancel():
+                work.add_done_callback(lambda _: _remove(destination))
+            raise
         except BrokenProcessPool:
             self._reset(executor)
             raise TranscodeError(
@@ -187,6 +200,11 @@ class TranscodePool:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.shutdown(wait=False)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 _default: TranscodePool | None = None
