@@ -191,6 +191,7 @@ class DicomClient:
         self._pending: dict[int, Request] = {}
         self._message_ids = MessageIds()
         self._slots: asyncio.Semaphore | None = None
+        self._ended_idle = False  # the last association ended with no request outstanding
         self._inflight: set[asyncio.Future[c.ResponseMessage]] = set()
         # Answers to the peer's requests (C-GET sub-operations, N requests) being worked on.
         self._answer_tasks: set[asyncio.Task[None]] = set()
@@ -338,8 +339,31 @@ class DicomClient:
         return self.transcode_pool or default_pool()
 
     async def _prepare(self, request: Request, negotiated: Negotiated) -> None:
-        if isinstance(request, CStoreRequest) and not request.prepared:
+        if isinstance(request, CStoreRequest) and not request.prepared_for(negotiated):
             await request.prepare(negotiated, pool=self._pool, temp_dir=self.temp_dir)
+
+    async def _still_associated(
+        self, request: Request, needed: Sequence[ProposedContext]
+    ) -> Negotiated:
+        """The association to send ``request`` on, prepared for it. A peer may end an idle
+        association while a long conversion runs (DCMTK's tools after 60 s without a PDU):
+        then we associate again once, and the converted file is reused."""
+        if not self.is_associated:
+            if not self._ended_idle:
+                raise AssociationAborted("not associated")
+            log.info(
+                "the association with %s:%d ended while a data set was converted (a peer's "
+                "idle timeout?); associating again",
+                self.host,
+                self.port,
+            )
+            self._assoc = None
+            self._ended_idle = False  # one attempt per association that ended
+            await self._ensure_contexts(needed)
+        assert self._assoc is not None and self._assoc.negotiated is not None
+        negotiated = self._assoc.negotiated
+        await self._prepare(request, negotiated)
+        return negotiated
 
     async def send(self) -> None:
         """Send every queued request (associating with the contexts they need) and wait for all
@@ -350,7 +374,8 @@ class DicomClient:
         queue, self._queue = self._queue, []
         if not queue:
             return
-        negotiated = await self._ensure_contexts([ctx for r in queue for ctx in r.contexts()])
+        needed = [ctx for r in queue for ctx in r.contexts()]
+        negotiated = await self._ensure_contexts(needed)
         if any(isinstance(r, CStoreRequest) and r.may_convert(negotiated) for r in queue):
             self._pool.warm()  # the codec workers start while the first files go out
         ahead = 2 * self._pool.max_workers
@@ -379,6 +404,15 @@ class DicomClient:
                     fill()
                     continue
                 fill()
+                try:
+                    await self._still_associated(request, needed)
+                except (AssociationRejected, DicomTimeoutError):
+                    request.cleanup()
+                    raise  # associating again failed, as the first association would
+                except Exception as exc:
+                    request.error = exc
+                    request.cleanup()
+                    continue
                 futures.append(await self._start(request))
         finally:
             for request, task in preparing:
@@ -465,6 +499,8 @@ class DicomClient:
         return gets[0] if gets else None
 
     def _on_end(self, aborted: Aborted | None) -> None:
+        # Nothing was outstanding: an idle association the peer ended (or released).
+        self._ended_idle = not self._pending
         exc = (
             AssociationAborted(aborted.message, aborted.source, aborted.reason)
             if aborted is not None
@@ -574,7 +610,10 @@ class DicomClient:
 
     async def _one(self, request: Request) -> c.ResponseMessage:
         self._adopt(request)
-        await self._ensure_contexts(request.contexts())
+        needed = request.contexts()
+        await self._ensure_contexts(needed)
+        if isinstance(request, CStoreRequest):
+            await self._still_associated(request, needed)
         done = await self._start(request)
         if not done.done():
             # Wait for the response without cancelling ``done`` on a timeout (its slot of the

@@ -222,6 +222,10 @@ class CStoreRequest(Request):
     _temporary: list[Path] = field(default_factory=list, init=False, repr=False)
     # The (SOP class, SOP instance) of the converted data set, when it was converted.
     _names: tuple[str, str] | None = field(default=None, init=False, repr=False)
+    # What ``prepare`` chose for, and the converted file (kept for another association that
+    # accepts the same syntax: a conversion is not done twice).
+    _negotiated: Negotiated | None = field(default=None, init=False, repr=False)
+    _converted: FileInfo | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_file(
@@ -277,6 +281,10 @@ class CStoreRequest(Request):
     @property
     def prepared(self) -> bool:
         return self._prepared is not None
+
+    def prepared_for(self, negotiated: Negotiated) -> bool:
+        """Whether ``prepare`` ran for this association (its context IDs)."""
+        return self._prepared is not None and self._negotiated is negotiated
 
     def may_convert(self, negotiated: Negotiated) -> bool:
         """Whether ``prepare`` may have to convert the data set (cheap: no file is read)."""
@@ -335,8 +343,8 @@ class CStoreRequest(Request):
         it, convert it into a temporary file in ``temp_dir`` (None: the system's), in ``pool``
         (None: the shared one). Raises ``NegotiationError`` when no accepted context fits,
         ``TranscodeError`` when the conversion fails; the source is never altered."""
-        self.cleanup()
-        self._names = None
+        self._prepared = None
+        self._negotiated = negotiated
         policy = self.effective_policy
         has_pixels, lossy = True, False
         if policy.targets and self.file is not None:
@@ -348,8 +356,21 @@ class CStoreRequest(Request):
             has_pixels = any(k in self.dataset for k in _PIXEL_KEYWORDS)
             lossy = str(self.dataset.get("LossyImageCompression", "")) == "01"
         choice = self._choose(negotiated, has_pixels, lossy)
-        self.choice = choice
         ctx = negotiated.contexts[choice.context_id]
+        if (
+            self._converted is not None
+            and self.choice is not None
+            and self.choice.target == choice.target
+        ):
+            # Converted for an earlier association (that ended while we converted: a peer's
+            # idle timeout) into what this one accepts too.
+            self.choice = choice
+            self._prepared = (ctx, self._converted)
+            return
+        self.cleanup()
+        self._names = None
+        self.transcoded = None
+        self.choice = choice
         file = self.file
         if choice.action is Action.SEND and file is not None:
             if self.mislabelled is None:
@@ -388,6 +409,7 @@ class CStoreRequest(Request):
             choice.transfer_syntax,
             self.transcoded.seconds,
         )
+        self._converted = info
         self._prepared = (ctx, info)
 
     async def _source_file(self, temp_dir: str | os.PathLike[str] | None) -> Path:
@@ -422,6 +444,7 @@ class CStoreRequest(Request):
     def cleanup(self) -> None:
         """Remove the converted temporary files (the association has an open handle on the one
         it streams, so an early answer does not cut the sending short)."""
+        self._converted = None
         while self._temporary:
             with contextlib.suppress(OSError):
                 self._temporary.pop().unlink()

@@ -370,3 +370,44 @@ def test_lossy_compression_marks_the_copy_and_refuses_lossy_input_unless_asked_t
     # The JPEG Baseline image was lossy already: sent as it was.
     jpeg_uid = str(dcmread(jpeg).SOPInstanceUID)
     assert arrived[jpeg_uid].file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
+
+
+@pytest.mark.interop
+def test_store_survives_a_peer_ending_the_association_while_it_converts(
+    dcmtk_storescp: Callable[..., DcmtkStorescp], tmp_path: Path
+) -> None:
+    """DCMTK's tools end an association that is silent for --socket-timeout seconds (60 by
+    default): a conversion that takes longer (the 1 GiB multi-frame case) must not lose the
+    file. The converted file is sent on a new association, converted once."""
+    pytest.importorskip("numpy")
+    from pydicom.encaps import encapsulate, generate_frames
+
+    from dicomnet.pixels import can_encode, transcode_file
+    from tests.helpers import make_ct, write_ct
+
+    if not can_encode("jpeg2000-lossless"):
+        pytest.skip("the codecs extra is not installed")
+    # 192 frames of 512x512 in JPEG 2000 (one frame coded once, repeated): decoding them all
+    # takes 3 s or more, well over storescp's --socket-timeout 1 (so the peer's abort cannot
+    # meet the start of the sending).
+    one = tmp_path / "one.dcm"
+    write_ct(one, rows=512, columns=512)
+    transcode_file(one, tmp_path / "one-j2k.dcm", "jpeg2000-lossless")
+    frame = dcmread(tmp_path / "one-j2k.dcm")
+    ds = make_ct(rows=8, columns=8)
+    ds.Rows = ds.Columns = 512
+    ds.NumberOfFrames = 192
+    ds.file_meta.TransferSyntaxUID = frame.file_meta.TransferSyntaxUID
+    codestream = next(generate_frames(frame.PixelData))
+    ds.PixelData = encapsulate([codestream] * 192)
+    ds["PixelData"].VR = "OB"
+    big = tmp_path / "big-j2k.dcm"
+    ds.save_as(big, enforce_file_format=True)
+    expected = dcmread(tmp_path / "one.dcm").PixelData * 192
+    scp = dcmtk_storescp(extra=["--socket-timeout", "1"])
+    result = dicomnet("store", "127.0.0.1", str(scp.port), str(big), "--aec", "STORESCP", "-v")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ended while a data set was converted" in result.stderr
+    assert "converted 1 of 1 files: 1 decompressed JPEG 2000" in result.stdout
+    [arrived] = list(scp.folder.iterdir())
+    assert dcmread(arrived).PixelData == expected
