@@ -7,7 +7,9 @@ Rules: the association is opened lazily, with the presentation contexts the queu
 plus those added explicitly; a request that needs a context the open association lacks makes the
 client release it and associate again. A C-STORE whose data set must be converted for the context
 the peer accepted is converted off the event loop (``transcode_pool``), a few requests ahead of
-the one being sent, so that the codecs use the cores while the network is busy. Up to the negotiated asynchronous operations window of
+the one being sent, so that the codecs use the cores while the network is busy; an association
+the peer ended while nothing was outstanding (an idle timeout during a long conversion) is opened
+again once, and the converted file is reused. Up to the negotiated asynchronous operations window of
 requests are outstanding at once, each under a message ID that no outstanding request holds
 (``dimse.ids``: 1..65535, cycling). A file's data set is streamed from disk, never read whole.
 Requests the peer sends on the association (a C-GET's C-STORE-RQs, N-EVENT-REPORT-RQs and the
