@@ -3,6 +3,7 @@ API clients (dicomnet's DicomClient and pynetdicom's AE) that have no command li
 
     python bench/agents.py pynetdicom-scp PORT FOLDER
     python bench/agents.py dicomnet-store PORT FILELIST [--aec AE] [--async-ops N]
+                           [--tls-ca PEM --tls-cert PEM --tls-key PEM]
     python bench/agents.py dicomnet-echo PORT COUNT [--aec AE]
     python bench/agents.py pynetdicom-echo PORT COUNT [--aec AE]
 
@@ -58,8 +59,13 @@ def pynetdicom_scp(port: int, folder: Path) -> None:
     ae.start_server((HOST, port), block=True, evt_handlers=[(evt.EVT_C_STORE, handle_store)])
 
 
-async def dicomnet_store(port: int, files: list[str], aec: str, async_ops: int) -> dict[str, Any]:
+async def dicomnet_store(
+    port: int, files: list[str], aec: str, async_ops: int, tls: list[str] | None = None
+) -> dict[str, Any]:
     import dicomnet
+    from dicomnet.security.tls import client_context
+
+    ssl = client_context(tls[0], tls[1], tls[2]) if tls else None
 
     done = failed = 0
 
@@ -71,7 +77,9 @@ async def dicomnet_store(port: int, files: list[str], aec: str, async_ops: int) 
             failed += 1
 
     start = time.perf_counter()
-    async with dicomnet.DicomClient(HOST, port, calling_ae="DICOMNET", called_ae=aec) as client:
+    async with dicomnet.DicomClient(
+        HOST, port, calling_ae="DICOMNET", called_ae=aec, ssl=ssl
+    ) as client:
         client.negotiate_async_ops(async_ops)
         for path in files:
             await client.add_request(
@@ -127,6 +135,7 @@ def main(argv: list[str]) -> int:
     store.add_argument("filelist", type=Path)
     store.add_argument("--aec", default="ANY-SCP")
     store.add_argument("--async-ops", type=int, default=8)
+    store.add_argument("--tls", nargs=3, metavar=("CA", "CERT", "KEY"), default=None)
     for name in ("dicomnet-echo", "pynetdicom-echo"):
         echo = sub.add_parser(name)
         echo.add_argument("port", type=int)
@@ -139,7 +148,9 @@ def main(argv: list[str]) -> int:
         return 0
     if args.cmd == "dicomnet-store":
         files = args.filelist.read_text().split("\n")
-        result = _run(dicomnet_store(args.port, [f for f in files if f], args.aec, args.async_ops))
+        result = _run(
+            dicomnet_store(args.port, [f for f in files if f], args.aec, args.async_ops, args.tls)
+        )
     elif args.cmd == "dicomnet-echo":
         result = _run(dicomnet_echo(args.port, args.count, args.aec))
     else:

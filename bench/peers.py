@@ -158,13 +158,14 @@ def dicomnet_scp(
         str(folder),
         "--max-associations",
         "100",  # as the pynetdicom SCP; the default 64 leaves no headroom in row 4b
+        "--no-web",  # DICOM only, as the other SCPs (row 8 measures DICOMweb)
         "-q",
     ]
     if not fsync:
         serve.append("--no-fsync")
     if workers > 1:
         serve += ["--workers", str(workers)]
-    serve += extra
+    serve += extra  # e.g. the TLS options
     if profile is None:
         return Server("dicomnet", [dicomnet_cli(), *serve], folder, port)
     # Profiled: the same command line, run under the given profiler prefix.

@@ -396,7 +396,7 @@ def dicomnet_qr(storage: Path, hosts: dict[str, int], logdir: Path) -> Proc:
     port = free_port()
     peers = [f"--peer={ae}=127.0.0.1:{p}" for ae, p in hosts.items()]
     cmd = [dicomnet_cli(), "serve", "--host", "127.0.0.1", "--port", str(port), "--aet", QR_AET,
-           "--storage", str(storage), "--max-associations", "16", *peers]  # fmt: skip
+           "--storage", str(storage), "--max-associations", "16", "--no-web", *peers]  # fmt: skip
     return start("dicomnet-serve", cmd, port, logdir)
 
 

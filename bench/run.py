@@ -7,6 +7,7 @@ checks that every instance arrived intact, and writes the table to bench/results
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import data
 from data import BENCH, DataSet
@@ -147,6 +149,42 @@ def dicomnet_api(files: list[Path]) -> Callable[[Server, Path], list[list[str]]]
     return lambda s, d: [[PYTHON, AGENTS, "dicomnet-store", str(s.port), _filelist(files, d)]]
 
 
+# -- TLS (rows 1a-tls, 2a-tls): certificates made when the run starts, never checked in -------------
+
+
+@functools.cache
+def pki() -> Any:
+    """A CA with a server and a client certificate (EC P-256, as tests/pki.py makes them)."""
+    from tests.pki import make_pki
+
+    return make_pki(OUT / "pki")
+
+
+def dcmtk_tls(who: str) -> list[str]:
+    """DCMTK's +tls options: our key and certificate, no key password, the CA to verify the
+    peer with; the default BCP 195 profile, as dicomnet's."""
+    issued = getattr(pki(), who)
+    return ["+tls", str(issued.key), str(issued.cert), "-pw", "+cf", str(pki().ca)]
+
+
+def dicomnet_tls(who: str) -> list[str]:
+    issued = getattr(pki(), who)
+    return ["--tls-ca", str(pki().ca), "--tls-cert", str(issued.cert), "--tls-key", str(issued.key)]
+
+
+def storescu_tls(files: list[Path]) -> Callable[[Server, Path], list[list[str]]]:
+    return lambda s, _d: [
+        [
+            dcmtk("storescu"),
+            *DCMTK_PDU,
+            *dcmtk_tls("ct1"),
+            "127.0.0.1",
+            str(s.port),
+            *map(str, files),
+        ]
+    ]
+
+
 def dcmsend_decompress(files: list[Path]) -> Callable[[Server, Path], list[list[str]]]:
     return lambda s, _d: [
         [
@@ -158,6 +196,19 @@ def dcmsend_decompress(files: list[Path]) -> Callable[[Server, Path], list[list[
             *map(str, files),
         ]
     ]
+
+
+def dicomnet_store_tls(files: list[Path]) -> Callable[[Server, Path], list[list[str]]]:
+    def cmds(s: Server, logdir: Path) -> list[list[str]]:
+        listed = [str(f) for f in files]
+        return [
+            [
+                dicomnet_cli(), "store", "-q", "--async-ops", "8", *dicomnet_tls("ct1"),
+                "127.0.0.1", str(s.port), *listed,
+            ]
+        ]  # fmt: skip
+
+    return cmds
 
 
 def storescu_then_dcmcjpls(files: list[Path]) -> Callable[[Server, Path], list[list[str]]]:
@@ -176,6 +227,16 @@ def storescu_then_dcmcjpls(files: list[Path]) -> Callable[[Server, Path], list[l
         return [["sh", "-c", script, "ingest", *map(str, files)]]
 
     return cmds
+
+
+def dicomnet_api_tls(files: list[Path]) -> Callable[[Server, Path], list[list[str]]]:
+    issued = pki().ct1
+    return lambda s, d: [
+        [
+            PYTHON, AGENTS, "dicomnet-store", str(s.port), _filelist(files, d),
+            "--tls", str(pki().ca), str(issued.cert), str(issued.key),
+        ]
+    ]  # fmt: skip
 
 
 def echoscu(count: int) -> Callable[[Server, Path], list[list[str]]]:
@@ -219,6 +280,9 @@ SCPS: dict[str, Callable[[Path], Server]] = {
     "dicomnet": dicomnet_scp,
     "dicomnet-fsync": lambda d: dicomnet_scp(d, fsync=True),
     "dicomnet-workers": lambda d: dicomnet_scp(d, workers=os.cpu_count() or 1),
+    # TLS, client certificates required and verified on both (storescp +tls does by default).
+    "dcmtk-tls": lambda d: dcmtk_scp(d, *DCMTK_PDU, *dcmtk_tls("server")),
+    "dicomnet-tls": lambda d: dicomnet_scp(d, extra=tuple(dicomnet_tls("server"))),
     "dicomnet-jls": lambda d: dicomnet_scp(d, extra=("--store-as", "jpeg-ls-lossless")),
 }
 
@@ -364,6 +428,67 @@ def build_groups(sets: dict[str, DataSet], quick: bool, rows: set[str]) -> list[
                     inner_time=True,
                 ),
             ],
+        )
+
+    if "tls" in rows:
+        groups.append(
+            Group(
+                "1a-tls",
+                f"SCP over TLS: storescu +tls → SCP, {len(ct500)} CT, one association",
+                "img",
+                {k: SCPS[k] for k in ("dcmtk-tls", "dicomnet-tls")},
+                [
+                    _store_case(
+                        "DCMTK storescp +tls", "dcmtk", "dcmtk-tls", ct, ct500, storescu_tls(ct500)
+                    ),
+                    _store_case(
+                        "dicomnet serve --no-fsync, TLS",
+                        "dicomnet",
+                        "dicomnet-tls",
+                        ct,
+                        ct500,
+                        storescu_tls(ct500),
+                    ),
+                ],
+            )
+        )
+        groups.append(
+            Group(
+                "2a-tls",
+                f"SCU over TLS → DCMTK storescp +tls, {len(ct500)} CT",
+                "img",
+                {"dcmtk-tls": SCPS["dcmtk-tls"]},
+                [
+                    _store_case(
+                        "DCMTK storescu +tls",
+                        "dcmtk",
+                        "dcmtk-tls",
+                        ct,
+                        ct500,
+                        storescu_tls(ct500),
+                        rss="client",
+                    ),
+                    _store_case(
+                        "dicomnet store (CLI), TLS",
+                        "dicomnet",
+                        "dcmtk-tls",
+                        ct,
+                        ct500,
+                        dicomnet_store_tls(ct500),
+                        rss="client",
+                    ),
+                    _store_case(
+                        "dicomnet DicomClient (API), TLS",
+                        "dicomnet",
+                        "dcmtk-tls",
+                        ct,
+                        ct500,
+                        dicomnet_api_tls(ct500),
+                        rss="client",
+                        inner_time=True,
+                    ),
+                ],
+            )
         )
 
     if "3" in rows:
@@ -521,12 +646,12 @@ def build_groups(sets: dict[str, DataSet], quick: bool, rows: set[str]) -> list[
                 ],
             )
         )
-    if "8" in rows:
+    if "9" in rows:
         jls = data.ensure_jls(ct)
         jls500 = jls.files[: 500 // q]
         groups.append(
             Group(
-                "8a",
+                "9a",
                 f"transcoding: {len(jls500)} CT in JPEG-LS lossless (dcmcjpls) → DCMTK storescp "
                 "accepting only uncompressed (decompressed by the sender)",
                 "img",
@@ -549,7 +674,7 @@ def build_groups(sets: dict[str, DataSet], quick: bool, rows: set[str]) -> list[
                         jls500,
                         dicomnet_store(jls500),
                         rss="client",
-                        note="peak RSS of the main process; codec workers: see 8c",
+                        note="peak RSS of the main process; codec workers: see 9c",
                     ),
                 ],
             )
@@ -564,7 +689,7 @@ def build_groups(sets: dict[str, DataSet], quick: bool, rows: set[str]) -> list[
 
         groups.append(
             Group(
-                "8b",
+                "9b",
                 f"transcoding: ingest of {len(ct500)} uncompressed CT kept JPEG-LS lossless "
                 "(storescu → SCP)",
                 "img",
@@ -742,6 +867,7 @@ def write_results(
     args: argparse.Namespace,
     elapsed: float,
     qr_tables: str = "",
+    web_tables: str = "",
 ) -> None:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = [
@@ -771,6 +897,8 @@ def write_results(
     text += ["", *table(results), ""]
     if qr_tables:
         text += ["## Row 7: query/retrieve (bench/qr.py)", "", qr_tables, ""]
+    if web_tables:
+        text += ["## Row 8: DICOMweb against Orthanc (bench/web.py)", "", web_tables, ""]
     text += ["## Every run", "", *details(results), ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(text))
@@ -897,8 +1025,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--rows",
         default=None,
-        help="rows to run, e.g. 1,2,5 (default: all; --quick: 1,2,3,4,6,7,8; 7 is bench/qr.py, "
-        "8 the transcoding rows)",
+        help="rows to run, e.g. 1,2,5 (default: all; --quick: 1,2,3,4,6,7,8,9,tls; 7 is "
+        "bench/qr.py, 8 bench/web.py, 9 the transcoding rows, tls rows 1a and 2a over TLS)",
     )
     parser.add_argument(
         "--reps", type=int, default=None, help="repetitions per row (default 3; --quick 1)"
@@ -928,7 +1056,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args(argv)
     args.reps = args.reps or (1 if args.quick else 3)
-    rows = set((args.rows or ("1,2,3,4,6,7,8" if args.quick else "1,2,3,4,5,6,7,8")).split(","))
+    rows = set(
+        (args.rows or ("1,2,3,4,6,7,8,9,tls" if args.quick else "1,2,3,4,5,6,7,8,9,tls")).split(",")
+    )
     output = args.output or (OUT / "results-quick.md" if args.quick else BENCH / "results.md")
 
     sets = data.ensure()
@@ -950,13 +1080,40 @@ def main(argv: list[str]) -> int:
         find, retrieve = qr.run(args.quick)
         qr_tables = qr.markdown(find, retrieve)
         qr_failed = any(r.problem for r in retrieve)
+    web_tables = ""
+    web_failed = False
+    if "8" in rows:
+        web_tables, web_failed = run_web(args.quick)
     elapsed = time.perf_counter() - start
-    write_results(output, results, info, args, elapsed, qr_tables)
+    write_results(output, results, info, args, elapsed, qr_tables, web_tables)
     print("\n".join(table(results)))
     print(f"\n{elapsed:.0f} s; written to {output}")
     if qr_tables:
         print(qr_tables)
-    return 1 if qr_failed or any(r.error for r in results) else 0
+    if web_tables:
+        print(web_tables)
+    return 1 if qr_failed or web_failed or any(r.error for r in results) else 0
+
+
+def run_web(quick: bool) -> tuple[str, bool]:
+    """Row 8: bench/web.py in its own process (it runs in a network namespace of its own);
+    (its table, whether it failed). Without Orthanc the row is left out with a note."""
+    import subprocess
+
+    import web
+
+    print("row 8: DICOMweb against Orthanc (bench/web.py)", flush=True)
+    if not (Path(web.ORTHANC).exists() and Path(web.ORTHANC_PLUGIN).exists()):
+        note = "Orthanc is not installed (apt-get install orthanc orthanc-dicomweb): row 8 left out"
+        print(f"  {note}", flush=True)
+        return f"({note})", False
+    out = OUT / "web.md"
+    out.unlink(missing_ok=True)
+    command = [PYTHON, str(BENCH / "web.py"), "--output", str(out), *(["--quick"] if quick else [])]
+    code = subprocess.run(command, check=False).returncode
+    if not out.exists():
+        return f"(bench/web.py failed with exit code {code}; its output is above)", True
+    return out.read_text().strip(), code != 0
 
 
 if __name__ == "__main__":

@@ -52,6 +52,44 @@ def _is_python_script(path: str) -> bool:
     return first.startswith(b"#!") and b"python" in first
 
 
+#: How the tests start Debian's chromium (besides playwright's own headless flags): no sandbox
+#: (root in CI), no GPU (SwiftShader renders WebGL), and none of the background connections to
+#: Google's hosts that a closed network refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Where ``make ohif`` unpacks the prebuilt OHIF viewer (DICOMNET_OHIF_DIR overrides).
+OHIF_DIR = Path(__file__).resolve().parents[1] / "ohif" / "dist"
+
+
+def require_chromium() -> str:
+    """The path of Debian's chromium, with Python's playwright to drive it (never a browser
+    download); skip (or fail in CI) when either is missing."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        _missing("peer missing: Debian's chromium is not installed (apt-get install chromium)")
+        raise AssertionError("unreachable")
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        _missing("peer missing: playwright is not installed (pip install playwright)")
+    return path
+
+
+def require_ohif() -> Path:
+    """The prebuilt OHIF viewer's folder; skip (or fail in CI) when ``make ohif`` did not run."""
+    folder = Path(os.environ.get("DICOMNET_OHIF_DIR") or OHIF_DIR)
+    if not (folder / "index.html").is_file():
+        _missing(f"peer missing: no OHIF viewer in {folder} (run `make ohif`)")
+    return folder
+
+
 def require_pynetdicom() -> None:
     try:
         import pynetdicom  # noqa: F401

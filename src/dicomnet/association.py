@@ -3,9 +3,12 @@
 Rules: no protocol decisions here (they live in ``connection``, ``negotiation`` and ``dimse``).
 Bytes are read into the connection's preallocated buffer; data set fragments are written to their
 sink synchronously inside ``buffer_updated`` (they are memoryviews valid only until the next read);
-complete messages are handed to ``on_message``. Sending writes one buffer per PDU; a file's data set
-is read in chunks sized to the peer's maximum PDU into one reused buffer. Every socket gets
-TCP_NODELAY. Both the server and the client use this class.
+complete messages are handed to ``on_message``. Every message leaves through
+``Connection.send_message`` (the state table's P-DATA request, which also frames it); this class
+only writes what it returns: a data set in memory joined behind its PDU headers in one write, a
+file's data set read with ``preadv`` straight behind each PDU header into a fresh buffer per PDU
+(the command set rides in the first one), one write per PDU. Every socket gets TCP_NODELAY. Both
+the server and the client use this class.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from dicomnet.connection import (
 )
 from dicomnet.dataset import FileInfo
 from dicomnet.dimse.commands import Message
-from dicomnet.dimse.fragments import CommandReceived, DatasetFragment, fragment_message
+from dicomnet.dimse.fragments import CommandReceived, DatasetFragment
 from dicomnet.errors import AssociationAborted, DicomNetError, LocalProtocolError
 from dicomnet.negotiation import DEFAULT_MAX_PDU_LENGTH, Negotiated, NegotiatedContext
 from dicomnet.pdu import (
@@ -42,8 +45,8 @@ from dicomnet.pdu import (
     A_ASSOCIATE_RQ,
     AbortReason,
     AbortSource,
-    encode_pdata_header,
 )
+from dicomnet.security.tls import PeerCertificate, TLSSession, peer_certificate, tls_session
 from dicomnet.service import AssociationInfo
 from dicomnet.sinks import DatasetSink
 
@@ -51,27 +54,24 @@ log = logging.getLogger("dicomnet.association")
 
 _DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 
-# Largest data set fragment we send when the peer allows more (or "unlimited").
-MAX_SEND_FRAGMENT = 1 << 20
-# Data sets up to this size are read whole and sent with their command in one write.
-SMALL_FILE_IN_ONE_WRITE = 64 << 10
 
-
-def _read_dataset(info: FileInfo) -> bytes:
-    """The data set bytes of a (small) Part 10 file."""
-    fd = os.open(info.path, os.O_RDONLY)
-    try:
-        data = os.pread(fd, info.dataset_length, info.offset)
-    finally:
-        os.close(fd)
-    if len(data) != info.dataset_length:
+def _read_pdu(fd: int, info: FileInfo, head: bytes, start: int, stop: int) -> bytearray:
+    """``head`` (the PDU's header, after the command set's PDUs in the first one) and bytes
+    ``[start, stop)`` of the file's data set read straight behind it. A fresh buffer per PDU: a
+    transport may keep a reference to what it could not send yet, so a reused buffer could be
+    overwritten before it leaves."""
+    buf = bytearray(len(head) + stop - start)
+    buf[: len(head)] = head
+    want = min(stop, info.dataset_length) - start  # short by the pad byte, which stays 0
+    offset = info.offset + start
+    view = memoryview(buf)[len(head) : len(head) + want]
+    got = os.preadv(fd, [view], offset) if want > 0 else 0
+    if got != want:
         raise DicomNetError(
-            f"{info.path}: file shrank while being sent (read {len(data)} of "
-            f"{info.dataset_length} bytes)"
+            f"{info.path}: file shrank while being sent (read {got} of {want} bytes at "
+            f"offset {offset})"
         )
-    if len(data) % 2 and info.transfer_syntax == _DEFLATED:
-        data += b"\x00"  # PS3.5 §A.5, as in Association._send_file
-    return data
+    return buf
 
 
 @dataclass(slots=True, eq=False)
@@ -114,7 +114,10 @@ class Association(asyncio.BufferedProtocol):
         *,
         artim_timeout: float = 30.0,
         max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
+        on_connected: Callable[[Association], None] | None = None,
     ) -> None:
+        """``on_connected`` is called with this association once its transport is connected
+        (at the end of ``connection_made``), e.g. for a server to start serving it."""
         self.role = role
         self.info = info
         self.conn = Connection(role, artim_timeout=artim_timeout, max_pdu_length=max_pdu_length)
@@ -140,6 +143,7 @@ class Association(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self.last_activity = self.loop.time()
+        self._on_connected = on_connected
 
     # -- asyncio.BufferedProtocol ---------------------------------------------------------------
 
@@ -156,6 +160,18 @@ class Association(asyncio.BufferedProtocol):
         if self.role is Role.ACCEPTOR:
             self.conn.connection_made(self.loop.time())
             self._update_timer()
+        if self._on_connected is not None:
+            self._on_connected(self)
+
+    @property
+    def peer_certificate(self) -> PeerCertificate | None:
+        """The peer's verified TLS certificate (None on a plain transport, or unverified)."""
+        return peer_certificate(self.transport) if self.transport is not None else None
+
+    @property
+    def tls(self) -> TLSSession | None:
+        """The TLS version and cipher of the transport (None on a plain one)."""
+        return tls_session(self.transport) if self.transport is not None else None
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.conn.get_buffer(sizehint)
@@ -385,7 +401,7 @@ class Association(asyncio.BufferedProtocol):
 
     # -- sending ----------------------------------------------------------------------------------
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | bytearray) -> None:
         if self.transport is None or self.transport.is_closing():
             raise AssociationAborted("the connection is closed")
         self.transport.write(data)
@@ -398,21 +414,20 @@ class Association(asyncio.BufferedProtocol):
             await self._drain_waiter
 
     @property
-    def _fragment_limit(self) -> int:
-        assert self.negotiated is not None
-        peer = self.negotiated.peer_max_pdu_length
-        if peer == 0 or peer - 6 > MAX_SEND_FRAGMENT:
-            return MAX_SEND_FRAGMENT
-        return peer - 6
+    def _peer_max_pdu_length(self) -> int:
+        if self.negotiated is None:
+            raise LocalProtocolError("cannot send a message: no association was negotiated")
+        return self.negotiated.peer_max_pdu_length
 
     def send_message_now(self, context_id: int, message: Message) -> bool:
         """Send a message without a data set at once, from a callback, when nothing else is
         being sent; False when it has to wait its turn (then use ``send_message``)."""
         if self._send_lock.locked() or self._paused or self.closed.done():
             return False
-        self.conn.check_send_data()
-        pdus = fragment_message(context_id, message.encode(), None, self._fragment_limit + 6)
-        self._write(b"".join(pdus))
+        framed = self.conn.send_message(
+            context_id, message.encode(), None, self._peer_max_pdu_length
+        )
+        self._write(framed.command)
         return True
 
     async def send_message(
@@ -427,52 +442,33 @@ class Association(asyncio.BufferedProtocol):
             raise AssociationAborted("the association has ended")
         command = message.encode()
         async with self._send_lock:
-            self.conn.check_send_data()
-            limit = self._fragment_limit
-            if isinstance(dataset, FileInfo) and dataset.dataset_length <= min(
-                limit, SMALL_FILE_IN_ONE_WRITE
-            ):
-                # A small data set goes out with its command in one write (one TCP segment
-                # instead of two): read it now.
-                dataset = _read_dataset(dataset)
-            if dataset is None or isinstance(dataset, (bytes, bytearray, memoryview)):
-                pdus = fragment_message(context_id, command, dataset, limit + 6)
-                self._write(b"".join(pdus))
+            if not isinstance(dataset, FileInfo):
+                length = None if dataset is None else len(dataset)
+                framed = self.conn.send_message(
+                    context_id, command, length, self._peer_max_pdu_length
+                )
+                # One write for the whole message: the data set's slices are joined behind
+                # their headers, the only copy.
+                self._write(
+                    framed.command if dataset is None else b"".join(framed.with_data(dataset))
+                )
                 await self._drain()
                 return
-            self._write(b"".join(fragment_message(context_id, command, None, limit + 6)))
-            await self._send_file(context_id, dataset, limit)
-
-    async def _send_file(self, context_id: int, info: FileInfo, limit: int) -> None:
-        file_end = info.offset + info.dataset_length
-        # PS3.5 §A.5: an odd-length deflated bit stream gets one trailing NUL byte (files that
-        # lack it exist; strict peers such as DCMTK abort on an odd fragment length).
-        pad = info.dataset_length % 2 if info.transfer_syntax == _DEFLATED else 0
-        remaining = info.dataset_length + pad
-        if remaining == 0:
-            self._write(encode_pdata_header(context_id, False, True, 0))
-            return
-        chunk = min(limit, remaining)
-        fd = os.open(info.path, os.O_RDONLY)
-        try:
-            offset = info.offset
-            while remaining > 0:
-                n = min(chunk, remaining)
-                want = min(n, file_end - offset)  # n - 1 for the padded last fragment
-                # A fresh buffer per PDU: a transport may keep a reference to what it could
-                # not send yet, so a reused buffer could be overwritten before it leaves.
-                buf = bytearray(12 + n)
-                got = os.preadv(fd, [memoryview(buf)[12 : 12 + want]], offset) if want else 0
-                if got != want:
-                    raise DicomNetError(
-                        f"{info.path}: file shrank while being sent (read {got} of {want} "
-                        f"bytes at offset {offset})"
-                    )
-                remaining -= n
-                offset += n
-                buf[:12] = encode_pdata_header(context_id, False, remaining == 0, n)
-                self._write(buf)  # type: ignore[arg-type]
-                if self._paused:
-                    await self._drain()
-        finally:
-            os.close(fd)
+            # A file's data set is read behind each PDU header, one write per PDU; the command
+            # set rides in the first (a small file goes out in one write, one TCP segment).
+            # PS3.5 §A.5: an odd-length deflated bit stream gets one trailing NUL byte (files
+            # that lack it exist; strict peers such as DCMTK abort on an odd fragment length).
+            pad = dataset.dataset_length % 2 if dataset.transfer_syntax == _DEFLATED else 0
+            fd = os.open(dataset.path, os.O_RDONLY)
+            try:
+                framed = self.conn.send_message(
+                    context_id, command, dataset.dataset_length + pad, self._peer_max_pdu_length
+                )
+                head = framed.command
+                for header, start, stop in framed.dataset:
+                    self._write(_read_pdu(fd, dataset, head + header, start, stop))
+                    head = b""
+                    if self._paused:
+                        await self._drain()
+            finally:
+                os.close(fd)

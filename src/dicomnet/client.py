@@ -28,6 +28,7 @@ import functools
 import itertools
 import logging
 import os
+import ssl as ssl_module
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -116,6 +117,7 @@ from dicomnet.retrieve import (
     progress,
     receive_store,
 )
+from dicomnet.security.tls import PeerCertificate, TLSSession, describe_tls_error
 from dicomnet.service import AssociationInfo, ReceivedN
 from dicomnet.sinks import DatasetSink, FileSink, MemorySink, make_sink
 from dicomnet.uids import UNCOMPRESSED, VERIFICATION
@@ -164,6 +166,8 @@ class DicomClient:
         dimse_timeout: float | None = 60.0,
         user_identity: UserIdentityRQ | None = None,
         ssl: Any = None,
+        ssl_handshake_timeout: float | None = None,
+        server_hostname: str | None = None,
         transcode_policy: TranscodePolicy | None = None,
         transcode_pool: TranscodePool | None = None,
     ) -> None:
@@ -175,8 +179,15 @@ class DicomClient:
         self.connect_timeout = connect_timeout
         self.acse_timeout = acse_timeout
         self.dimse_timeout = dimse_timeout
+        #: The user identity sent in each A-ASSOCIATE-RQ (PS3.7 D.3.3.7):
+        #: ``UserIdentityRQ.password("alice", "secret")``, ``.username``, ``.kerberos``,
+        #: ``.saml``, ``.jwt``; the server's answer is ``negotiated.user_identity_response``.
         self.user_identity = user_identity
+        #: TLS (PS3.15 Annex B): an ``ssl.SSLContext`` (``security.tls.client_context``); the
+        #: server's certificate is checked against ``server_hostname`` (default: ``host``).
         self.ssl = ssl
+        self.ssl_handshake_timeout = ssl_handshake_timeout
+        self.server_hostname = server_hostname
         #: Where received instances (a C-GET's) stream to when the C-GET names no folder, and
         #: where converted C-STORE data sets are written (None: the system's temporary folder).
         self.temp_dir: str | os.PathLike[str] | None = None
@@ -225,6 +236,17 @@ class DicomClient:
         return self._assoc.negotiated if self._assoc is not None else None
 
     @property
+    def peer_certificate(self) -> PeerCertificate | None:
+        """The server's verified TLS certificate on the open association (None on a plain
+        connection or without verification)."""
+        return self._assoc.info.peer_certificate if self._assoc is not None else None
+
+    @property
+    def tls(self) -> TLSSession | None:
+        """The TLS version and cipher of the open association (None on a plain one)."""
+        return self._assoc.info.tls if self._assoc is not None else None
+
+    @property
     def is_associated(self) -> bool:
         return self._assoc is not None and not self._assoc.closed.done()
 
@@ -251,17 +273,28 @@ class DicomClient:
             artim_timeout=self.acse_timeout,
             max_pdu_length=self.max_pdu_length,
         )
+        tls: dict[str, Any] = {}
+        if self.ssl is not None:
+            tls = {"ssl": self.ssl, "server_hostname": self.server_hostname}
+            if self.ssl_handshake_timeout is not None:
+                tls["ssl_handshake_timeout"] = self.ssl_handshake_timeout
         try:
             await asyncio.wait_for(
-                loop.create_connection(lambda: assoc, self.host, self.port, ssl=self.ssl),
+                loop.create_connection(lambda: assoc, self.host, self.port, **tls),
                 self.connect_timeout,
             )
         except TimeoutError as exc:
             raise DicomTimeoutError(
                 f"no TCP connection to {self.host}:{self.port} within {self.connect_timeout} s"
             ) from exc
+        except ssl_module.SSLError as exc:
+            why = describe_tls_error(exc, self.ssl_handshake_timeout, client=True)
+            raise AssociationAborted(
+                f"TLS handshake with {self.host}:{self.port} failed: {why} ({exc})"
+            ) from exc
         except OSError as exc:
             raise AssociationAborted(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        info.peer_certificate, info.tls = assoc.peer_certificate, assoc.tls
         assoc.on_message = self._on_message
         assoc.sink_factory = self._make_sink
         assoc.on_release = lambda: assoc.send_release_response()

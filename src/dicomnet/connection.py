@@ -1,25 +1,40 @@
 """The sans-I/O association (PS3.8 §9.2, PS3.7 §9): bytes in, events out; primitives in, bytes out.
 
 Rules: no sockets, no asyncio, no clocks of its own (callers pass ``now``). Every PDU received and
-every primitive requested goes through the PS3.8 state machine in ``dicomnet.fsm``; the actions the
-table names are carried out here, one small method per action family. A peer that breaks the
-protocol gets an A-ABORT (queued in ``data_to_send()``) and an ``Aborted`` event, never an exception
-out of ``next_events()``. A local primitive asked for in the wrong state raises
-``LocalProtocolError``.
+every primitive requested goes through the PS3.8 state machine in ``dicomnet.fsm``
+(``Machine.handle``); the actions the table names are carried out here, one small method per
+action, found by name in ``_ACTIONS``. A peer that breaks the protocol gets an A-ABORT (queued in
+``data_to_send()``) and an ``Aborted`` event, never an exception out of ``next_events()``. A local
+primitive asked for in the wrong state raises ``LocalProtocolError``.
+
+The one way out for bytes: each method for a local primitive returns what to send, and a DIMSE
+message leaves only through ``send_message``, which fires the P-DATA request (Evt9: DT-1 in Sta6,
+AR-7 in Sta8) once per message and returns the message framed as PDU headers with the data set
+passed through (``dimse.fragments.FramedMessage``), so a file goes from disk to socket without
+a copy here.
 
 Received P-DATA values are passed on as memoryviews into the reader's buffer: an event's data is
-valid only until the next call to ``get_buffer()`` / ``receive_data()``.
+valid only until the next call to ``get_buffer()`` / ``receive_data()``. One exception to "every
+PDU through the table" is written out: a P-DATA-TF in Sta6 (DT-2, the receive hot path) skips the
+look-up, since the table's answer there is fixed.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
 from dicomnet import fsm
-from dicomnet.dimse.fragments import CommandReceived, DatasetFragment, Reassembler
-from dicomnet.errors import DIMSEError, LocalProtocolError, PDUError
+from dicomnet.dimse.fragments import (
+    CommandReceived,
+    DatasetFragment,
+    FramedMessage,
+    Reassembler,
+    frame_message,
+)
+from dicomnet.errors import DIMSEError, PDUError
 from dicomnet.fsm import Event as Evt
 from dicomnet.fsm import State
 from dicomnet.negotiation import DEFAULT_MAX_PDU_LENGTH
@@ -37,7 +52,6 @@ from dicomnet.pdu import (
     AbortSource,
     PDUReader,
     encode,
-    encode_pdata_header,
 )
 
 log = logging.getLogger("dicomnet.connection")
@@ -142,6 +156,7 @@ class Connection:
         max_command_length: int = 1 << 16,
     ) -> None:
         self.role = role
+        self._requestor = role is Role.REQUESTOR  # resolves AR-8 (fsm.next_state)
         self.machine = fsm.Machine()
         self.artim = fsm.Artim(artim_timeout)
         # Accept PDUs up to what we advertise, with slack for peers that count the header.
@@ -171,11 +186,6 @@ class Connection:
     @property
     def established(self) -> bool:
         return self.machine.state == State.STA6
-
-    @property
-    def can_send_data(self) -> bool:
-        """P-DATA may be sent in Sta6 (DT-1) and, while the peer releases, Sta8 (AR-7)."""
-        return self.machine.state in (State.STA6, State.STA8)
 
     @property
     def deadline(self) -> float | None:
@@ -252,28 +262,25 @@ class Connection:
                 break
             self.pdus_received += 1
             if type(pdu) is P_DATA_TF and self.machine.state == State.STA6:
-                # The hot path: DT-2 in Sta6, no table look-up per PDU.
+                # The hot path: Table 9-10 answers Evt10 in Sta6 with DT-2 and stays in Sta6,
+                # so the P-DATA indication is issued without the look-up.
                 self._p_data(pdu)
                 continue
-            self._receive_pdu(pdu)
+            self._handle(_PDU_EVENTS[type(pdu)], pdu)
         self._events = []
         return events
-
-    def _receive_pdu(self, pdu: PDU) -> None:
-        event = _PDU_EVENTS[type(pdu)]
-        self._handle(event, pdu)
 
     # -- local primitives ----------------------------------------------------------------------
 
     def request(self, rq: A_ASSOCIATE_RQ) -> bytes:
         """Requestor: the transport is connected; send the A-ASSOCIATE-RQ (Evt1 + Evt2)."""
-        self._local(Evt.EVT1)
-        self._local(Evt.EVT2)
+        self._handle(Evt.EVT1)
+        self._handle(Evt.EVT2)
         return encode(rq)
 
     def accept(self, ac: A_ASSOCIATE_AC, contexts: set[int]) -> bytes:
         """Acceptor: send the A-ASSOCIATE-AC (Evt7 -> AE-7, Sta6)."""
-        self._local(Evt.EVT7)
+        self._handle(Evt.EVT7)
         self.accepted_contexts = contexts
         return encode(ac)
 
@@ -284,24 +291,27 @@ class Connection:
         ago when the service took its time to decide)."""
         if now is not None:
             self._now = now
-        self._local(Evt.EVT8)
+        self._handle(Evt.EVT8)
         return encode(rj)
 
-    def check_send_data(self) -> None:
-        """Raise unless P-DATA may be sent now (Evt9 is valid only in Sta6 and Sta8)."""
-        if not self.can_send_data:
-            raise LocalProtocolError(
-                f"cannot send P-DATA in {self.machine.state.name}: the association is not "
-                "established"
-            )
+    def send_message(
+        self, context_id: int, command: bytes, dataset_length: int | None, max_pdu_length: int
+    ) -> FramedMessage:
+        """Send one DIMSE message: the P-DATA request (Evt9: DT-1 in Sta6, AR-7 in Sta8, once
+        per message; ``LocalProtocolError`` in any other state, nothing framed).
 
-    @staticmethod
-    def pdata_header(context_id: int, is_command: bool, is_last: bool, length: int) -> bytes:
-        return encode_pdata_header(context_id, is_command, is_last, length)
+        Returns the encoded command set ``command`` framed as P-DATA-TF PDUs for a peer whose
+        maximum PDU length is ``max_pdu_length`` (0 = unlimited), and the header and byte range
+        of each PDU of a data set of ``dataset_length`` bytes (None: no data set). The caller
+        writes each header followed by its range of the data set, from memory
+        (``FramedMessage.with_data``) or read from a file; the data never passes through here.
+        """
+        self._handle(Evt.EVT9)
+        return frame_message(context_id, command, dataset_length, max_pdu_length)
 
     def release_request(self) -> bytes:
         """Send an A-RELEASE-RQ (Evt11 -> AR-1, Sta7)."""
-        self._local(Evt.EVT11)
+        self._handle(Evt.EVT11)
         return encode(A_RELEASE_RQ())
 
     def release_response(self, now: float | None = None) -> bytes:
@@ -309,7 +319,7 @@ class Connection:
         ``now``; AR-9 in Sta9)."""
         if now is not None:
             self._now = now
-        self._local(Evt.EVT14)
+        self._handle(Evt.EVT14)
         return encode(A_RELEASE_RP())
 
     def abort(
@@ -328,36 +338,20 @@ class Connection:
             self.must_close = True
             return b""
         self._abort_pdu = A_ABORT(source, reason)
-        self._local(Evt.EVT15)
-        data = b"".join(self.data_to_send())
-        return data
+        self._handle(Evt.EVT15)
+        return b"".join(self.data_to_send())
 
     # -- the state machine ---------------------------------------------------------------------
 
-    def _local(self, event: Evt) -> None:
-        action = fsm.lookup(self.machine.state, event)
-        if action is None:
-            raise LocalProtocolError(
-                f"{fsm.EVENT_DESCRIPTIONS[event]} is not allowed in {self.machine.state.name} "
-                f"({fsm.STATE_DESCRIPTIONS[self.machine.state]})"
-            )
-        self._handle(event)
-
     def _handle(self, event: Evt, pdu: PDU | None = None) -> None:
-        state = self.machine.state
-        action = fsm.lookup(state, event)
-        if action is None:
-            raise LocalProtocolError(
-                f"{fsm.EVENT_DESCRIPTIONS[event]} cannot happen in {state.name}"
-            )
-        acceptable = True
-        if action.name == "AE-6":
-            acceptable = True  # provider checks happen in the service layer's answer (AE-7/8)
-        self._state_before = state  # for messages of the action, which runs in the new state
-        self.machine.state = fsm.next_state(
-            action, acceptable=acceptable, requestor=self.role is Role.REQUESTOR
-        )
-        getattr(self, "_" + action.name.replace("-", "_").lower())(pdu)
+        """Run ``event`` through Table 9-10 and carry out the action it names. An empty cell
+        raises ``LocalProtocolError`` and changes nothing (``fsm.Machine.handle``)."""
+        # The state the event arrived in, for the messages of the action (run in the new state).
+        self._state_before = self.machine.state
+        # AE-6: every A-ASSOCIATE-RQ that decodes is acceptable to the provider (Sta3); the
+        # service layer's checks answer it with AE-7 or AE-8.
+        action = self.machine.handle(event, acceptable=True, requestor=self._requestor)
+        _ACTIONS[action.name](self, pdu)
 
     # Association establishment (PS3.8 Table 9-6)
     def _ae_1(self, pdu: PDU | None) -> None:  # issue TRANSPORT CONNECT: done by the caller
@@ -390,7 +384,7 @@ class Connection:
         self.artim.start(self._now)
 
     # Data transfer (PS3.8 Table 9-7)
-    def _dt_1(self, pdu: PDU | None) -> None:
+    def _dt_1(self, pdu: PDU | None) -> None:  # the P-DATA-TF PDUs are returned by send_message()
         pass
 
     def _dt_2(self, pdu: PDU | None) -> None:
@@ -456,7 +450,7 @@ class Connection:
         assert isinstance(pdu, P_DATA_TF)
         self._p_data(pdu)
 
-    def _ar_7(self, pdu: PDU | None) -> None:
+    def _ar_7(self, pdu: PDU | None) -> None:  # P-DATA-TF PDUs, as DT-1 (send_message())
         pass
 
     def _ar_8(self, pdu: PDU | None) -> None:  # release collision
@@ -545,15 +539,11 @@ class Connection:
         self._invalid_message = message
         # Stop reading: the rest of the stream cannot be trusted.
         self.reader = PDUReader(max_pdu_length=1)
-        state = self.machine.state
-        if state in (State.STA1,):
+        if self.machine.state is State.STA1:  # no transport connection any more: nothing to answer
             self._close()
             return
-        if state == State.STA6 or state in (State.STA7, State.STA8):
-            # Mid-association protocol errors: AA-8 is what Table 9-10 prescribes for Evt19.
-            self._handle(Evt.EVT19)
-        else:
-            self._handle(Evt.EVT19)
+        # Table 9-10 answers Evt19 with AA-1 in Sta2, AA-7 in Sta13 and AA-8 elsewhere.
+        self._handle(Evt.EVT19)
         if not any(isinstance(e, Aborted) for e in self._events):
             self._events.append(
                 Aborted(AbortSource.SERVICE_PROVIDER, reason, by_peer=False, message=message)
@@ -565,3 +555,38 @@ class Connection:
         if not self.must_close:
             self.must_close = True
             self._events.append(Closed())
+
+
+# Table 9-10 names the action, this table runs it: one method per action of PS3.8 Tables 9-6 to
+# 9-9 (a unit test checks that it covers fsm.ACTIONS). Built once, of plain functions, so that a
+# connection holds no reference cycle through bound methods.
+_ACTIONS: dict[str, Callable[[Connection, PDU | None], None]] = {
+    "AE-1": Connection._ae_1,
+    "AE-2": Connection._ae_2,
+    "AE-3": Connection._ae_3,
+    "AE-4": Connection._ae_4,
+    "AE-5": Connection._ae_5,
+    "AE-6": Connection._ae_6,
+    "AE-7": Connection._ae_7,
+    "AE-8": Connection._ae_8,
+    "DT-1": Connection._dt_1,
+    "DT-2": Connection._dt_2,
+    "AR-1": Connection._ar_1,
+    "AR-2": Connection._ar_2,
+    "AR-3": Connection._ar_3,
+    "AR-4": Connection._ar_4,
+    "AR-5": Connection._ar_5,
+    "AR-6": Connection._ar_6,
+    "AR-7": Connection._ar_7,
+    "AR-8": Connection._ar_8,
+    "AR-9": Connection._ar_9,
+    "AR-10": Connection._ar_10,
+    "AA-1": Connection._aa_1,
+    "AA-2": Connection._aa_2,
+    "AA-3": Connection._aa_3,
+    "AA-4": Connection._aa_4,
+    "AA-5": Connection._aa_5,
+    "AA-6": Connection._aa_6,
+    "AA-7": Connection._aa_7,
+    "AA-8": Connection._aa_8,
+}

@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydicom import Dataset
 
@@ -51,6 +51,7 @@ from dicomnet.dimse.commands import (
 from dicomnet.dimse.status import Status, StatusCategory, StoreStatus, category
 from dicomnet.errors import AssociationAborted, DicomNetError
 from dicomnet.negotiation import NegotiatedContext
+from dicomnet.security.decisions import RequestRefused
 from dicomnet.service import (
     AssociationInfo,
     DimseRequest,
@@ -77,6 +78,28 @@ Send = Callable[[int, Message, bytes | None], Awaitable[None]]
 StoreHandler = Callable[[ReceivedCStore], HandlerResult | Awaitable[HandlerResult | None] | None]
 #: Told when a C-STORE fails before or inside its handler (``Service.on_c_store_exception``).
 StoreExceptionHook = Callable[[Path | None, BaseException], Awaitable[None]]
+
+
+class RequestGuard(Protocol):
+    """The node's security policy for one association's requests
+    (``dicomnet.security.guard.RequestGuard``): the dispatcher asks before each handler runs and
+    tells it how each ended."""
+
+    def refuse(self, message: RequestMessage) -> tuple[int, str] | None:
+        """(status, reason) when the peer may not make this request (0x0124, 0xA801)."""
+
+    def store_handler(self, item: Incoming, handler: StoreHandler | None) -> StoreHandler | None:
+        """The C-STORE handler to call for ``item`` (wrapped to record what it answers)."""
+
+    def answered(
+        self,
+        request: ReceivedQueryRetrieve,
+        status: int,
+        values: Mapping[str, Any],
+        results: int,
+    ) -> None:
+        """A C-FIND/C-MOVE/C-GET's final response was sent after ``results`` pending ones."""
+
 
 # The handler of each N-service request (PS3.7 §10.1).
 _N_HANDLERS: dict[type[RequestMessage], str] = {
@@ -112,8 +135,11 @@ def status_fields(result: HandlerResult | None) -> tuple[int, dict[str, Any], Da
 
 
 def _refusal(exc: BaseException) -> int:
-    """A C-STORE that failed on ``exc``: out of resources for an OS error (a full disk, a
-    timeout), cannot understand otherwise (PS3.4 B.2.3)."""
+    """A C-STORE that failed on ``exc``: the status of a refusal by the security policy (not
+    authorized, out of resources), out of resources for an OS error (a full disk, a timeout),
+    cannot understand otherwise (PS3.4 B.2.3)."""
+    if isinstance(exc, RequestRefused):
+        return exc.status
     return (
         StoreStatus.OUT_OF_RESOURCES if isinstance(exc, OSError) else StoreStatus.CANNOT_UNDERSTAND
     )
@@ -156,7 +182,10 @@ async def answer_c_store(
             error = item.error or DicomNetError("no data set was received")
             if on_exception is not None:
                 await on_exception(sink.path if isinstance(sink, FileSink) else None, error)
-            result = Response(_refusal(error), error_comment=f"data set not stored: {error}")
+            comment = error.reason if isinstance(error, RequestRefused) else None
+            result = Response(
+                _refusal(error), error_comment=comment or f"data set not stored: {error}"
+            )
         elif handler is None:
             result = Status.SOP_CLASS_NOT_SUPPORTED
         else:
@@ -202,6 +231,7 @@ class RequestDispatcher:
         store_sub_operation: SubOperationSender | None = None,
         abort: Callable[[], None] | None = None,
         dimse_timeout: float | None = None,
+        guard: RequestGuard | None = None,
     ) -> None:
         self.service = service
         self.info = info
@@ -209,6 +239,7 @@ class RequestDispatcher:
         self.store_sub_operation = store_sub_operation
         self.abort = abort
         self.dimse_timeout = dimse_timeout
+        self.guard = guard
         self._running: dict[int, ReceivedQueryRetrieve] = {}  # C-FIND/MOVE/GET being answered
         self._queued: set[int] = set()  # C-FIND/MOVE/GET received, not started yet
         self._early_cancels: set[int] = set()  # ... and already cancelled
@@ -239,6 +270,9 @@ class RequestDispatcher:
         if handler is None or inspect.iscoroutinefunction(handler):
             return None
         assert isinstance(message, CEchoRQ)
+        refused = self.guard.refuse(message) if self.guard is not None else None
+        if refused is not None:
+            return message.response(refused[0], error_comment=refused[1])
         try:
             result = handler(ReceivedCEcho(self.info, item.context, message))
         except Exception as exc:
@@ -268,11 +302,20 @@ class RequestDispatcher:
                 await self.answer_invalid(item)
                 return
             message = item.message
+            if self.guard is not None and isinstance(message, RequestMessage):
+                refused = self.guard.refuse(message)
+                if refused is not None:
+                    status, why = refused
+                    await self._answer(item, message, Response(status, error_comment=why))
+                    return
             if isinstance(message, CStoreRQ):
+                handler = getattr(self.service, "on_c_store", None)
+                if self.guard is not None:
+                    handler = self.guard.store_handler(item, handler)
                 await answer_c_store(
                     item,
                     self.info,
-                    getattr(self.service, "on_c_store", None),
+                    handler,
                     self.send,
                     on_exception=self.service.on_c_store_exception,
                     timeout=self.dimse_timeout,
@@ -354,6 +397,7 @@ class RequestDispatcher:
         self._running[message_id] = request
         stream: AsyncIterator[Dataset | Response] | None = None
         final: HandlerResult = Status.SUCCESS
+        pending = 0
         try:
             stream = handler(request)
             async for result in stream:
@@ -367,6 +411,7 @@ class RequestDispatcher:
                     final = Status.CANCEL
                     break
                 await self._answer(item, message, result)
+                pending += 1
             else:
                 if request.cancelled.is_set():
                     final = Status.CANCEL
@@ -380,6 +425,9 @@ class RequestDispatcher:
                 with contextlib.suppress(Exception):  # association), not at garbage collection
                     await aclose()
         await self._answer(item, message, final)
+        if self.guard is not None:
+            status, values, _ = status_fields(final)
+            self.guard.answered(request, status, values, pending)
 
     async def n_service(self, item: Incoming, message: RequestMessage) -> None:
         name = _N_HANDLERS[type(message)]
@@ -433,6 +481,7 @@ class RequestDispatcher:
 
 __all__ = [
     "RequestDispatcher",
+    "RequestGuard",
     "Send",
     "StoreExceptionHook",
     "StoreHandler",

@@ -183,6 +183,53 @@ class UserIdentityRQ:
     primary_field: bytes
     secondary_field: bytes = b""
 
+    # The five kinds a requestor sends (PS3.7 Table D.3-14); the fields are 16-bit length-prefixed.
+
+    @classmethod
+    def username(cls, name: str, *, positive_response: bool = False) -> UserIdentityRQ:
+        """Type 1: a username alone (proves nothing; the Basic User Identity profile)."""
+        return cls(1, positive_response, _identity_field(name.encode("utf-8"), "username"))
+
+    @classmethod
+    def password(
+        cls, name: str, passcode: str | bytes, *, positive_response: bool = False
+    ) -> UserIdentityRQ:
+        """Type 2: username and passcode (UTF-8), as DCMTK's ``--user``/``--password``."""
+        raw = passcode.encode("utf-8") if isinstance(passcode, str) else bytes(passcode)
+        return cls(
+            2,
+            positive_response,
+            _identity_field(name.encode("utf-8"), "username"),
+            _identity_field(raw, "passcode"),
+        )
+
+    @classmethod
+    def kerberos(cls, ticket: bytes, *, positive_response: bool = False) -> UserIdentityRQ:
+        """Type 3: a Kerberos service ticket, opaque bytes."""
+        return cls(3, positive_response, _identity_field(ticket, "Kerberos ticket"))
+
+    @classmethod
+    def saml(cls, assertion: str | bytes, *, positive_response: bool = False) -> UserIdentityRQ:
+        """Type 4: a SAML assertion, opaque bytes (UTF-8 when given as text)."""
+        raw = assertion.encode("utf-8") if isinstance(assertion, str) else bytes(assertion)
+        return cls(4, positive_response, _identity_field(raw, "SAML assertion"))
+
+    @classmethod
+    def jwt(cls, token: str | bytes, *, positive_response: bool = False) -> UserIdentityRQ:
+        """Type 5: a JSON Web Token, opaque bytes (ASCII when given as text)."""
+        raw = token.encode("ascii") if isinstance(token, str) else bytes(token)
+        return cls(5, positive_response, _identity_field(raw, "JSON web token"))
+
+
+def _identity_field(value: bytes, what: str) -> bytes:
+    """A user identity field: 1 to 65,535 bytes (its length is a 16-bit number, D.3.3.7.1);
+    that the sub-item fits in its user information item is the encoder's to check."""
+    if not value:
+        raise ValueError(f"the {what} of a user identity cannot be empty")
+    if len(value) > 0xFFFF:
+        raise ValueError(f"the {what} of a user identity is {len(value)} bytes, 65,535 at most")
+    return value
+
 
 @dataclass(slots=True)
 class UserIdentityAC:
@@ -707,7 +754,24 @@ def _decode_body(pdu_type: int, body: memoryview) -> PDU:
         return A_ABORT(body[2], body[3])
     if pdu_type in (0x01, 0x02):
         return _decode_associate(body, pdu_type == 0x01)
-    raise PDUError(f"unknown PDU type 0x{pdu_type:02X} (0x01-0x07 expected)", 0)
+    raise PDUError(unknown_pdu_type(pdu_type), 0)
+
+
+# First bytes that are not a PDU but say what the peer speaks instead: a TLS record (RFC 8446
+# §5.1: 0x16 handshake, 0x15 alert) or an HTTP request line.
+_FOREIGN_FIRST_BYTES = {
+    0x16: "a TLS handshake record (a TLS client on a port without TLS?)",
+    0x15: "a TLS alert record (the peer speaks TLS on this port?)",
+    0x47: "'G' as in an HTTP GET (an HTTP client?)",
+    0x50: "'P' as in an HTTP POST (an HTTP client?)",
+}
+
+
+def unknown_pdu_type(pdu_type: int) -> str:
+    """The message for a first byte that is no PDU type, saying what it looks like instead."""
+    text = f"unknown PDU type 0x{pdu_type:02X} (0x01-0x07 expected)"
+    foreign = _FOREIGN_FIRST_BYTES.get(pdu_type)
+    return f"{text}; 0x{pdu_type:02X} starts {foreign}" if foreign else text
 
 
 class PDUReader:
@@ -751,7 +815,7 @@ class PDUReader:
             return None
         pdu_type = buf[start]
         if not 1 <= pdu_type <= 7:
-            raise PDUError(f"unknown PDU type 0x{pdu_type:02X} (0x01-0x07 expected)", 0)
+            raise PDUError(unknown_pdu_type(pdu_type), 0)
         if avail < 6:
             return None
         length: int = _U32.unpack_from(buf, start + 2)[0]

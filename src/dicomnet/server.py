@@ -21,6 +21,7 @@ import itertools
 import logging
 import os
 import socket
+import ssl as _ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
@@ -57,6 +58,9 @@ from dicomnet.pdu import (
     RejectSource,
 )
 from dicomnet.requests import CStoreRequest
+from dicomnet.security.decisions import Decision
+from dicomnet.security.guard import ServerSecurity
+from dicomnet.security.tls import TLSListener
 from dicomnet.service import AssociationInfo, Service
 from dicomnet.sinks import FileSink, close_temp_pools, make_sink
 
@@ -107,9 +111,13 @@ Control = PeerReleased | AssociationEnded | IdleExpired
 class _AssociationRunner:
     """Runs one association on the server side: negotiation, then the request loop."""
 
-    def __init__(self, server: DicomServer, assoc: Association) -> None:
+    def __init__(
+        self, server: DicomServer, assoc: Association, admission: Decision | None = None
+    ) -> None:
         self.server = server
         self.assoc = assoc
+        # The security policy's answer to this connection's address (per-address limit).
+        self.admission = admission
         self.queue: asyncio.Queue[Incoming | IncomingInvalid | Control] = asyncio.Queue()
         self.service: Service | None = None
         self.dispatcher: RequestDispatcher | None = None
@@ -207,6 +215,12 @@ class _AssociationRunner:
                 pdu = await assoc.wait_associate()
             except AssociationAborted as exc:
                 log.info("[%s] connection ended before association: %s", info, exc)
+                security = self.server.security
+                if security is not None and exc.source == AbortSource.SERVICE_PROVIDER:
+                    # We aborted: the peer sent something that is no association request
+                    # (a TLS ClientHello on the plain port, garbage): a node that did not
+                    # say who it is.
+                    security.unidentified(info.peer_host, f"no association request: {exc}")
                 return
             assert isinstance(pdu, A_ASSOCIATE_RQ)
             info.calling_ae_title = pdu.calling_ae_title
@@ -231,9 +245,12 @@ class _AssociationRunner:
                     await self.service.on_connection_closed(None)
                 except Exception:
                     log.exception("[%s] on_connection_closed failed", info)
+            if self.server.security is not None:
+                self.server.security.ended(info, self.admission, self.dispatcher is not None)
 
     async def negotiate(self, rq: A_ASSOCIATE_RQ) -> bool:
         assoc, info, server = self.assoc, self.assoc.info, self.server
+        security = server.security
         rejection = check_request(
             rq, active=server.active, max_associations=server.limits.max_associations
         )
@@ -242,8 +259,24 @@ class _AssociationRunner:
                 "[%s] rejecting association: %s (%s)", info, _rj_text(rejection.pdu), rejection.why
             )
             assoc.send_reject(rejection.pdu)
+            if security is not None:
+                security.rejected(info, rejection.why, rejection.pdu)
             return False
         request = request_from_pdu(rq, info.peer_host, info.peer_port)
+        if security is not None:
+            # The per-address limit, the user identity, the permission to associate (in this
+            # order: the cheap count first, scrypt only for a peer within its limit).
+            admission = self.admission
+            answer = None
+            if admission is not None and not admission.allowed:
+                assert admission.reject is not None
+                answer = admission.reject
+                security.refuse(info, admission.reason, answer)
+            else:
+                answer = await security.authorize(info, request)
+            if answer is not None:
+                assoc.send_reject(answer.to_pdu())
+                return False
         service = self.service = server.service_factory(info)
         # The service's window holds whatever its on_association_request does, unless that
         # handler sets the request's own value (PS3.7 D.3.3.3).
@@ -262,7 +295,11 @@ class _AssociationRunner:
             rj = build_reject(decision)
             log.info("[%s] association rejected: %s", info, _rj_text(rj))
             assoc.send_reject(rj)
+            if security is not None:
+                security.rejected(info, "rejected by the service", rj)
             return False
+        if security is not None:
+            security.restrict_contexts(info, request)
         ac, negotiated = build_accept(rq, request, server.limits.max_pdu_length)
         limits = server.limits
         assoc.sink_factory = partial(
@@ -272,6 +309,9 @@ class _AssociationRunner:
             memory_limit=limits.max_dataset_in_memory,
             source_ae_title=info.calling_ae_title,
         )
+        guard = security.guard(info) if security is not None else None
+        if guard is not None:
+            assoc.sink_factory = guard.sink_factory(assoc.sink_factory)
         self.dispatcher = RequestDispatcher(
             service,
             info,
@@ -281,8 +321,11 @@ class _AssociationRunner:
                 assoc.abort, AbortSource.SERVICE_PROVIDER, AbortReason.INVALID_PDU_PARAMETER_VALUE
             ),
             dimse_timeout=limits.dimse_timeout,
+            guard=guard,
         )
         assoc.send_accept(ac, negotiated)
+        if security is not None:
+            security.accepted(info)
         log.info(
             "[%s] association accepted: %d of %d presentation contexts, peer max PDU %s",
             info,
@@ -416,6 +459,15 @@ class DicomServer:
 
     Use as ``async with DicomServer(MyService, port=11112) as server: await server.serve_forever()``.
     ``port=0`` picks a free port (see ``server.port``).
+
+    TLS (PS3.15 Annex B): with ``ssl`` (an ``ssl.SSLContext``, e.g.
+    ``security.tls.server_context``) the server speaks TLS on ``port``, or, with ``tls_port``,
+    plain DICOM on ``port`` and TLS on ``tls_port`` (2762 is the registered one). A handshake
+    must end within ``ssl_handshake_timeout`` (default: the ARTIM timeout); a peer whose
+    certificate does not verify never reaches an association, and every failed handshake is
+    logged (and audited, with ``security``). Handlers see the peer's verified certificate as
+    ``info.peer_certificate``. ``security`` (``security.guard.ServerSecurity``) applies users,
+    permissions, per-address limits, resource limits and the audit trail.
     """
 
     def __init__(
@@ -425,41 +477,80 @@ class DicomServer:
         port: int = 11112,
         *,
         limits: ServerLimits | None = None,
-        ssl: Any = None,
+        ssl: _ssl.SSLContext | None = None,
         sock: socket.socket | None = None,
+        tls_port: int | None = None,
+        tls_sock: socket.socket | None = None,
+        ssl_handshake_timeout: float | None = None,
+        security: ServerSecurity | None = None,
     ) -> None:
+        if (tls_port is not None or tls_sock is not None) and ssl is None:
+            raise ValueError("a TLS port needs an ssl context (ssl=...)")
         self.service_factory = service_factory
         self.host = host
         self.port = port
         self.limits = limits or ServerLimits()
         self.ssl = ssl
+        self.tls_port = tls_port
+        self.ssl_handshake_timeout = ssl_handshake_timeout or self.limits.artim_timeout
+        self.security = security
         # A listening socket made elsewhere: ``dicomnet serve --workers N`` binds it once and
         # forks, and every process accepts from it (like storescp --fork, but pre-started).
         self.sock = sock
+        self.tls_sock = tls_sock
         self.active = 0
         self._server: asyncio.base_events.Server | None = None
+        self._tls_listener: TLSListener | None = None
         self._runners: set[asyncio.Task[None]] = set()
         self._associations: set[Association] = set()
         self.associations_served = 0
+        self.tls_failures = 0
 
     async def start(self) -> None:
+        both = self.tls_port is not None or self.tls_sock is not None
+        if self.ssl is not None and not both:  # TLS only, on ``port``
+            self._tls_listener = self._listen_tls(self.sock, self.port)
+            self.port = self._tls_listener.port
+            log.info("listening on %s:%d (TLS)", self.host, self.port)
+            return
         loop = asyncio.get_running_loop()
         if self.sock is not None:
             self._server = await loop.create_server(
-                self._protocol_factory, sock=self.sock, ssl=self.ssl, backlog=256
+                self._protocol_factory, sock=self.sock, backlog=256
             )
         else:
             self._server = await loop.create_server(
-                self._protocol_factory,
-                self.host,
-                self.port,
-                ssl=self.ssl,
-                reuse_address=True,
-                backlog=256,
+                self._protocol_factory, self.host, self.port, reuse_address=True, backlog=256
             )
-        sock = self._server.sockets[0]
-        self.port = sock.getsockname()[1]
+        self.port = self._server.sockets[0].getsockname()[1]
         log.info("listening on %s:%d", self.host, self.port)
+        if both:
+            self._tls_listener = self._listen_tls(self.tls_sock, self.tls_port or 0)
+            self.tls_port = self._tls_listener.port
+            log.info("listening on %s:%d (TLS)", self.host, self.tls_port)
+
+    def _listen_tls(self, sock: socket.socket | None, port: int) -> TLSListener:
+        """A TLS port: each connection is upgraded before it reaches an association
+        (``TLSListener``: the per-address limit before the handshake, every failure logged and
+        audited)."""
+        assert self.ssl is not None
+        if sock is None:
+            family = socket.getaddrinfo(self.host, port, type=socket.SOCK_STREAM)[0][0]
+            sock = socket.create_server((self.host, port), family=family, backlog=256)
+        callbacks = self.security.tls_callbacks() if self.security is not None else {}
+        on_failure = callbacks.get("on_failure")
+
+        def failed(failure: Any) -> None:
+            self.tls_failures += 1
+            if on_failure is not None:
+                on_failure(failure)
+
+        callbacks["on_failure"] = failed
+        listener = TLSListener(
+            sock, self._protocol_factory, self.ssl, self.ssl_handshake_timeout, **callbacks
+        )
+        listener.start()
+        return listener
 
     def _protocol_factory(self) -> Association:
         info = AssociationInfo(next(_ids), "", 0)
@@ -468,25 +559,25 @@ class DicomServer:
             info,
             artim_timeout=self.limits.artim_timeout,
             max_pdu_length=self.limits.max_pdu_length,
+            on_connected=self._on_connected,
         )
-        original = assoc.connection_made
-
-        def connection_made(transport: asyncio.BaseTransport) -> None:
-            original(transport)
-            self._on_connected(assoc)
-
-        assoc.connection_made = connection_made  # type: ignore[method-assign]
         return assoc
 
     def _on_connected(self, assoc: Association) -> None:
-        """A connection is up: note the peer's address and start its runner (to become
-        ``Association(on_connected=...)``)."""
+        """A connection is up: note the peer's address and start its runner."""
         transport = assoc.transport
         peer = (transport.get_extra_info("peername") if transport else None) or ("", 0)
-        assoc.info.peer_host, assoc.info.peer_port = str(peer[0]), int(peer[1])
+        info = assoc.info
+        info.peer_host, info.peer_port = str(peer[0]), int(peer[1])
+        if transport is not None and transport.get_extra_info("ssl_object") is not None:
+            info.peer_certificate, info.tls = assoc.peer_certificate, assoc.tls
+        admission = None
+        if self.security is not None:
+            admission = self.security.connected(info.peer_host, info.peer_port)
         self.active += 1
         self._associations.add(assoc)
-        task = asyncio.get_running_loop().create_task(_AssociationRunner(self, assoc).run())
+        runner = _AssociationRunner(self, assoc, admission)
+        task = asyncio.get_running_loop().create_task(runner.run())
         self._runners.add(task)
 
         def done(t: asyncio.Task[None]) -> None:
@@ -498,16 +589,20 @@ class DicomServer:
         task.add_done_callback(done)
 
     async def serve_forever(self) -> None:
-        if self._server is None:
+        if self._server is None and self._tls_listener is None:
             await self.start()
-        assert self._server is not None
-        await self._server.serve_forever()
+        if self._server is not None:
+            await self._server.serve_forever()
+        else:  # TLS only: the listener's task accepts; wait until cancelled
+            await asyncio.get_running_loop().create_future()
 
     async def close(self, *, abort_after: float = 10.0) -> None:
         """Stop listening; let running associations finish for ``abort_after`` seconds, then
         abort them (their partial files are removed by the sinks)."""
         if self._server is not None:
             self._server.close()
+        if self._tls_listener is not None:
+            self._tls_listener.close()  # and the handshakes still running
         if self._runners:
             _done, pending = await asyncio.wait(set(self._runners), timeout=abort_after)
             if pending:
@@ -517,7 +612,9 @@ class DicomServer:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
-            self._server = None
+        if self._tls_listener is not None:
+            await self._tls_listener.wait_closed()
+        self._server, self._tls_listener = None, None
         close_temp_pools()  # no pre-created temporary file outlives the server
 
     async def __aenter__(self) -> DicomServer:

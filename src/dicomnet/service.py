@@ -44,6 +44,9 @@ from dicomnet.negotiation import (
 )
 from dicomnet.uids import VERIFICATION, all_transfer_syntaxes, is_storage
 
+if TYPE_CHECKING:
+    from dicomnet.security.tls import PeerCertificate, TLSSession
+
 log = logging.getLogger("dicomnet.service")
 
 
@@ -56,6 +59,13 @@ class AssociationInfo:
     peer_port: int
     calling_ae_title: str = ""
     called_ae_title: str = ""
+    #: The peer's verified TLS certificate (None on a plain connection, or when the server
+    #: does not verify client certificates), for handlers and permission rules.
+    peer_certificate: PeerCertificate | None = None
+    #: The TLS version and cipher of the connection (None on a plain connection).
+    tls: TLSSession | None = None
+    #: The user the peer authenticated as (PS3.7 D.3.3.7); None without a verified identity.
+    username: str | None = None
 
     def __str__(self) -> str:
         return (

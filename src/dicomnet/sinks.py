@@ -34,7 +34,9 @@ except ImportError:  # not POSIX: no locks, but an open file cannot be deleted t
     fcntl = None  # type: ignore[assignment]
 
 from dicomnet.dimse.commands import CStoreRQ, DimseMessage
+from dicomnet.dimse.status import Status
 from dicomnet.errors import DIMSEError
+from dicomnet.security.decisions import RequestRefused
 from dicomnet.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 if TYPE_CHECKING:
@@ -503,6 +505,9 @@ class FileSink:
         self._fsync = fsync
         self.size = 0
         self.done = False
+        #: The largest data set this sink takes (None: any); past it ``write`` raises
+        #: ``RequestRefused`` 0xA700 and the association removes the file (``--max-instance-size``).
+        self.max_size: int | None = None
         # The first bytes of the data set, kept so a few attributes can be read without
         # opening the file again (dicomnet.dataset.scan_attributes).
         self.prefix = b""
@@ -513,6 +518,11 @@ class FileSink:
             raise
 
     def write(self, data: bytes | memoryview) -> None:
+        if self.max_size is not None and self.size + len(data) > self.max_size:
+            raise RequestRefused(
+                f"the data set is larger than the limit of {self.max_size} bytes",
+                Status.OUT_OF_RESOURCES,  # PS3.4 B.2.3: Refused, out of resources
+            )
         if self.size < PREFIX_SIZE:
             self.prefix += bytes(data[: PREFIX_SIZE - self.size])
         self._file.write(data)

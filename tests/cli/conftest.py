@@ -89,6 +89,10 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Mixed:
     return Mixed(folder, files, [notes, empty])
 
 
+#: Options that make a ``Serve`` serve DICOMweb too (without one it gets ``--no-web``).
+WEB_OPTIONS = {"--http-port", "--no-web", "--viewer", "--viewer-dir"}
+
+
 class Serve:
     """``dicomnet serve`` in a subprocess on a free port, its log in a file."""
 
@@ -102,6 +106,8 @@ class Serve:
         command = [*DICOMNET, "serve", *args]
         if "--config" not in args:
             command += ["--port", str(self.port), "--storage", str(storage)]
+        if not WEB_OPTIONS & set(args):  # DICOM only, unless the test is about DICOMweb
+            command.append("--no-web")
         self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd)
         try:
             wait_for_port(self.port, self.proc, timeout=30)  # type: ignore[arg-type]

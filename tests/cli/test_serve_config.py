@@ -21,8 +21,32 @@ NOTHING: dict[str, object] = {
 
 
 def test_every_option_is_a_field_and_every_field_an_option() -> None:
-    fields = set(ServeConfig.__dataclass_fields__)
+    fields = set(ServeConfig.__dataclass_fields__) - {"web"}  # the file's [web] table only
     assert set(NOTHING) == fields
+
+
+def test_the_web_table_and_options(tmp_path: Path) -> None:
+    """[web] beside [serve] (or in a top-level file) goes to WebConfig.from_mapping; the
+    command line's --http-port wins over its port; the web host is the DICOM host unless set."""
+    from dicomnet.cli.serve_web import web_config
+
+    assert ServeConfig().http_port is None and not ServeConfig().no_web
+    path = tmp_path / "dicomnet.toml"
+    path.write_text(
+        '[serve]\nhost = "0.0.0.0"\n[web]\nport = 9000\npublic-url = "https://pacs.example/"\n'
+        'cors_origins = ["https://viewer.example"]\nmax-stow-bytes = 1048576\n'
+    )
+    config = ServeConfig.merge({**NOTHING, "http_port": 9001}, read_config_file(str(path)))
+    web = web_config(config.web, host=config.host, http_port=config.http_port, viewer=None,
+                     viewer_dir=None, fsync=True)  # fmt: skip
+    assert (web.host, web.port, web.public_url) == ("0.0.0.0", 9001, "https://pacs.example")
+    assert web.cors_origins == ("https://viewer.example",) and web.max_stow_bytes == 1 << 20
+    path.write_text('http-port = 0\nviewer = "ohif"\n[web]\nhost = "::1"\n')
+    config = ServeConfig.merge(NOTHING, read_config_file(str(path)))
+    assert config.http_port == 0 and config.viewer == "ohif" and config.web == {"host": "::1"}
+    path.write_text("[serve]\nport = 104\n[web]\ncolour = 1\n")
+    with pytest.raises(ValueError, match="unknown setting 'colour'"):
+        ServeConfig.merge(NOTHING, read_config_file(str(path)))
 
 
 def test_defaults() -> None:

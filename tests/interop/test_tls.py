@@ -26,10 +26,10 @@ from pydicom import dcmread
 from dicomnet import DicomClient, DicomServer, Status
 from dicomnet.errors import DicomNetError
 from dicomnet.negotiation import AssociationDecision, AssociationRequest
+from dicomnet.security.guard import ServerSecurity
 from dicomnet.security.tls import (
     BCP195_TLS12_CIPHERS,
     PeerCertificate,
-    TLSAcceptor,
     TLSHandshakeError,
     TLSSettings,
     client_context,
@@ -108,29 +108,16 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     )
 
 
-class HandshakeTimeoutServer(DicomServer):
-    """DicomServer with asyncio's ``ssl_handshake_timeout``, which DicomServer does not pass
-    through yet: a stand-in that adds it to the ``loop.create_server`` call of ``start()``.
-    (Needed change: a ``ssl_handshake_timeout`` argument on DicomServer, given to
-    ``create_server`` when ``ssl`` is set.)"""
+class RecordingSecurity(ServerSecurity):
+    """A security policy with nothing to enforce that records every failed TLS handshake."""
 
-    def __init__(self, *args: Any, ssl_handshake_timeout: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.ssl_handshake_timeout = ssl_handshake_timeout
+    def __init__(self, failures: list[TLSHandshakeError]) -> None:
+        super().__init__()
+        self.failures = failures
 
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        original = loop.create_server
-
-        async def create_server(*args: Any, **kwargs: Any) -> asyncio.Server:
-            kwargs["ssl_handshake_timeout"] = self.ssl_handshake_timeout
-            return await original(*args, **kwargs)
-
-        loop.create_server = create_server  # type: ignore[method-assign]
-        try:
-            await super().start()
-        finally:
-            del loop.create_server  # type: ignore[method-assign]
+    def tls_failure(self, failure: TLSHandshakeError) -> None:
+        self.failures.append(failure)
+        super().tls_failure(failure)
 
 
 class TLSServer(ThreadedServer):
@@ -142,13 +129,11 @@ class TLSServer(ThreadedServer):
         root: Path,
         ctx: ssl.SSLContext | None,
         handshake_timeout: float,
-        acceptor: bool = False,
         service: Callable[[AssociationInfo], Service] | None = None,
     ) -> None:
         self.root = root
         self.ctx = ctx
         self.handshake_timeout = handshake_timeout
-        self.acceptor = acceptor
         self.failures: list[TLSHandshakeError] = []
         self.reached: list[tuple[AssociationInfo, PeerCertificate | None, Any]] = []
         storage = service or StorageService.factory(root, fsync=False)
@@ -163,50 +148,23 @@ class TLSServer(ThreadedServer):
         super().__init__(factory)
 
     async def _main(self) -> None:
+        """DicomServer with ``ssl=``: each connection is upgraded by a ``TLSListener`` (the
+        handshake timeout, every failed handshake reported to the security policy)."""
         self._stop = asyncio.Event()
-        if self.acceptor:
-            await self._main_with_acceptor()
-            return
-        if self.ctx is None:
-            server: DicomServer = DicomServer(self.factory, "127.0.0.1", 0)
-        else:
-            server = HandshakeTimeoutServer(
-                self.factory,
-                "127.0.0.1",
-                0,
-                ssl=self.ctx,
-                ssl_handshake_timeout=self.handshake_timeout,
-            )
+        security = RecordingSecurity(self.failures)
+        server = DicomServer(
+            self.factory,
+            "127.0.0.1",
+            0,
+            ssl=self.ctx,
+            ssl_handshake_timeout=self.handshake_timeout,
+            security=security,
+        )
         async with server:
             self.server = server
             self.port = server.port
             self._ready.set()
             await self._stop.wait()
-
-    async def _main_with_acceptor(self) -> None:
-        """The phase-2 shape: listen on plain TCP and upgrade each connection with TLSAcceptor,
-        which reports failed handshakes (asyncio's ssl= listener keeps them to itself)."""
-        assert self.ctx is not None
-        ctx = self.ctx
-        loop = asyncio.get_running_loop()
-        server = DicomServer(self.factory, "127.0.0.1", 0)
-        server._server = await loop.create_server(
-            lambda: TLSAcceptor(
-                server._protocol_factory,
-                ctx,
-                self.handshake_timeout,
-                on_failure=self.failures.append,
-            ),
-            "127.0.0.1",
-            0,
-        )
-        self.server = server
-        self.port = server._server.sockets[0].getsockname()[1]
-        self._ready.set()
-        try:
-            await self._stop.wait()
-        finally:
-            await server.close(abort_after=5)
 
 
 @pytest.fixture
@@ -216,11 +174,10 @@ def tls_server(tmp_path: Path) -> Iterator[Callable[..., TLSServer]]:
     def start(
         ctx: ssl.SSLContext | None,
         handshake_timeout: float = 30.0,
-        acceptor: bool = False,
         service: Callable[[AssociationInfo], Service] | None = None,
     ) -> TLSServer:
         root = tmp_path / f"store-{len(started)}"
-        server = TLSServer(root, ctx, handshake_timeout, acceptor, service)
+        server = TLSServer(root, ctx, handshake_timeout, service)
         server.start()
         started.append(server)
         return server
@@ -559,14 +516,14 @@ def test_many_stalled_handshakes_do_not_stop_the_server(pki: Pki, tls_server: An
             sock.close()
 
 
-# -- TLSAcceptor: the same server, with every failed handshake reported ---------------------------
+# -- TLSListener: every failed handshake reported --------------------------------------------------
 
 
 def test_acceptor_serves_dcmtk(pki: Pki, tls_server: Any, tmp_path: Path) -> None:
-    """DCMTK sends its A-ASSOCIATE-RQ right after the handshake; the acceptor hands the TLS
+    """DCMTK sends its A-ASSOCIATE-RQ right after the handshake; the listener hands the TLS
     transport (and anything read already) to the association."""
     storescu = require_tool("storescu")
-    server = tls_server(mutual(pki), acceptor=True)
+    server = tls_server(mutual(pki))
     src = tmp_path / "in"
     datasets = [write_ct(src / f"{i}.dcm", rows=256, columns=256) for i in range(3)]
     for _ in range(3):
@@ -598,7 +555,7 @@ def test_acceptor_serves_dicomnet_and_pynetdicom_clients(pki: Pki, tls_server: A
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification
 
-    server = tls_server(mutual(pki), acceptor=True)
+    server = tls_server(mutual(pki))
     assert asyncio.run(tls_echo(server.port, good_client(pki))) == Status.SUCCESS
     ae = AE(ae_title="PYNETDICOM")
     ae.add_requested_context(Verification)
@@ -632,7 +589,7 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
 def test_acceptor_reports_failed_handshakes(
     pki: Pki, tls_server: Any, case: str, expected: str
 ) -> None:
-    server = tls_server(mutual(pki), handshake_timeout=1.0, acceptor=True)
+    server = tls_server(mutual(pki), handshake_timeout=1.0)
     if case == "plain":
 
         async def plain() -> None:

@@ -445,3 +445,23 @@ def test_the_attribute_list_is_read_from_the_record_once() -> None:
     for name, keyword in RECORD_KEYWORDS.items():
         assert getattr(record, name) == values[keyword], keyword
     assert {"PatientID", "ModalitiesInStudy", "NumberOfStudyRelatedInstances"} <= SUPPORTED_KEYS
+
+
+def test_a_page_is_the_slice_of_the_whole_answer(index: SQLiteIndex) -> None:
+    """query_page: SQLite's LIMIT/OFFSET gives what slicing the whole answer gives (QIDO)."""
+    from itertools import islice
+
+    for level, keys in (
+        ("STUDY", q(StudyInstanceUID="", NumberOfStudyRelatedInstances="")),
+        ("SERIES", q(StudyInstanceUID="1", SeriesInstanceUID="", Modality="")),
+        ("IMAGE", q(SOPInstanceUID="", Modality="C*")),
+        ("STUDY", q(PatientName="doe*", ModalitiesInStudy="")),
+    ):
+        whole = list(index.query(level, keys, relational=True))
+        assert whole
+        for offset in range(len(whole) + 2):
+            for limit in (None, 0, 1, 2, 100):
+                page = list(index.query_page(level, keys, relational=True, offset=offset,
+                                             limit=limit))  # fmt: skip
+                end = None if limit is None else offset + limit
+                assert page == list(islice(whole, offset, end)), (level, offset, limit)

@@ -1,6 +1,7 @@
 """The sans-I/O Connection as requestor and acceptor (PS3.8 §9.2, Table 9-10): establishment,
-rejection, data transfer, release and release collision, abort, ARTIM, and every received PDU in
-every state answered as the table says, without an exception escaping."""
+rejection, data transfer, release and release collision, abort, ARTIM, every received PDU in
+every state answered as the table says, without an exception escaping, and every outgoing message
+driving the table (Evt9: DT-1, AR-7, or a refusal)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from dicomnet import fsm
 from dicomnet.connection import (
+    _ACTIONS,
     Aborted,
     AssociateAccepted,
     AssociateRejected,
@@ -25,7 +27,12 @@ from dicomnet.connection import (
     Role,
 )
 from dicomnet.dimse.commands import CEchoRQ, CStoreRQ, encode_command_set
-from dicomnet.dimse.fragments import CommandReceived, DatasetFragment, fragment_message
+from dicomnet.dimse.fragments import (
+    CommandReceived,
+    DatasetFragment,
+    FramedMessage,
+    frame_message,
+)
 from dicomnet.errors import LocalProtocolError
 from dicomnet.fsm import Event, State
 from dicomnet.pdu import (
@@ -35,6 +42,8 @@ from dicomnet.pdu import (
     A_ASSOCIATE_RQ,
     A_RELEASE_RP,
     A_RELEASE_RQ,
+    P_DATA_TF,
+    PDV,
     MaximumLength,
     PresentationContextACItem,
     PresentationContextRQItem,
@@ -67,8 +76,17 @@ RJ = A_ASSOCIATE_RJ(1, 1, 7)
 ECHO = CEchoRQ(message_id=1, affected_sop_class_uid=VERIFICATION).encode()
 
 
+def pdata(
+    context_id: int, command: bytes, dataset: bytes | None = None, max_pdu: int = 16384
+) -> bytes:
+    """A message's P-DATA-TF PDUs, as a peer would send them."""
+    if dataset is None:
+        return frame_message(context_id, command, None, max_pdu).command
+    return b"".join(frame_message(context_id, command, len(dataset), max_pdu).with_data(dataset))
+
+
 def echo_pdata(context_id: int = 1) -> bytes:
-    return b"".join(fragment_message(context_id, ECHO, None, 16384))
+    return pdata(context_id, ECHO)
 
 
 def aborts(data: list[bytes]) -> list[A_ABORT]:
@@ -250,15 +268,16 @@ def test_reject() -> None:
 def test_data_transfer_both_ways() -> None:
     p = Pair()
     p.associate()
-    p.req.check_send_data()
     dataset = bytes(range(256)) * 200
     command = CStoreRQ(
         message_id=9, affected_sop_class_uid=CT_STORAGE, affected_sop_instance_uid="1.2.3"
     ).encode()
+    framed = p.req.send_message(3, command, len(dataset), 16384)
+    assert len(framed.dataset) == 4  # 51,200 bytes at 16,378 a PDV
     events: list[ConnectionEvent] = []
     received = bytearray()
-    for pdu in fragment_message(3, command, dataset, 16384):
-        for event in p.to_acc(pdu):
+    for part in framed.with_data(dataset):  # headers and data slices, fed one by one
+        for event in p.to_acc(bytes(part)):
             events.append(event)
             if isinstance(event, DatasetFragment):
                 assert isinstance(event.data, memoryview)
@@ -268,8 +287,7 @@ def test_data_transfer_both_ways() -> None:
     assert isinstance(commands[0].message, CStoreRQ)
     assert bytes(received) == dataset
     assert [e.is_last for e in events if isinstance(e, DatasetFragment)][-1]
-    p.acc.check_send_data()
-    back = p.to_req(echo_pdata(1))
+    back = p.to_req(p.acc.send_message(1, ECHO, None, 16384).command)
     assert [type(e) for e in back] == [CommandReceived]
 
 
@@ -279,10 +297,9 @@ def test_pdata_while_awaiting_the_release_reply() -> None:
     p = Pair()
     p.associate()
     assert p.to_acc(p.req.release_request()) == [ReleaseRequested()]
-    p.acc.check_send_data()  # Sta8
     with pytest.raises(LocalProtocolError):
-        p.req.check_send_data()  # Sta7
-    events = p.to_req(echo_pdata())
+        p.req.send_message(1, ECHO, None, 16384)  # Sta7: no Evt9
+    events = p.to_req(p.acc.send_message(1, ECHO, None, 16384).command)  # Sta8: AR-7
     assert [type(e) for e in events] == [CommandReceived]
     assert p.req.state is State.STA7
     assert p.to_req(p.acc.release_response()) == [ReleaseConfirmed(), Closed()]
@@ -553,7 +570,8 @@ def test_command_missing_an_element_is_answered_not_aborted() -> None:
     bad = encode_command_set({0x0100: 0x0001, 0x0110: 42, 0x0800: 0x0000, 0x0002: CT_STORAGE})
     conn = established(Role.ACCEPTOR)
     events: list[ConnectionEvent] = []
-    for pdu in fragment_message(3, bad, b"x" * 5000, 1000):
+    framed = frame_message(3, bad, 5000, 1000)
+    for pdu in [framed.command, *(h + b"x" * (b - a) for h, a, b in framed.dataset)]:
         events += feed(conn, pdu)
     assert [type(e) for e in events] == [InvalidCommand]
     invalid = events[0]
@@ -569,22 +587,22 @@ def test_command_missing_an_element_is_answered_not_aborted() -> None:
 def test_command_without_message_id_aborts() -> None:
     bad = encode_command_set({0x0100: 0x0030, 0x0800: 0x0101, 0x0002: VERIFICATION})
     conn = established(Role.ACCEPTOR)
-    events = feed(conn, b"".join(fragment_message(1, bad, None, 16384)))
+    events = feed(conn, pdata(1, bad))
     assert [type(e) for e in events] == [Aborted]
     assert aborts(conn.data_to_send()) == [A_ABORT(2, 6)]
 
 
 def test_garbage_command_aborts() -> None:
     conn = established(Role.REQUESTOR)
-    events = feed(conn, b"".join(fragment_message(1, b"\x01\x02\x03", None, 16384)))
+    events = feed(conn, pdata(1, b"\x01\x02\x03"))
     assert [type(e) for e in events] == [Aborted]
     assert conn.state is State.STA13
 
 
 def test_data_set_without_command_aborts() -> None:
     conn = established(Role.ACCEPTOR)
-    pdus = fragment_message(1, ECHO, b"data", 16384)
-    events = feed(conn, pdus[1])
+    [(header, _start, _stop)] = frame_message(1, ECHO, 4, 16384).dataset
+    events = feed(conn, header + b"data")
     assert [type(e) for e in events] == [Aborted]
 
 
@@ -596,10 +614,129 @@ def test_pdata_larger_than_we_announced_aborts() -> None:
     command = CStoreRQ(
         message_id=1, affected_sop_class_uid=CT_STORAGE, affected_sop_instance_uid="1.2"
     ).encode()
-    events = feed(conn, b"".join(fragment_message(3, command, b"z" * 5000, 5000)))
+    events = feed(conn, pdata(3, command, b"z" * 5000, 5000))
     # PS3.8 D.1: exceeding the announced maximum "shall be a protocol error"
     assert [type(e) for e in events] == [CommandReceived, Aborted]
     assert aborts(conn.data_to_send()) == [A_ABORT(2, 6)]
+
+
+# --- outgoing messages drive the table (Evt9) ---------------------------------------------------
+
+
+def record_table(conn: Connection) -> list[tuple[str, str, str]]:
+    """Every (state, event, action) the connection runs through ``fsm.Machine.handle`` from now
+    on: the one entry point of Table 9-10."""
+    seen: list[tuple[str, str, str]] = []
+    handle = conn.machine.handle
+
+    def spy(event: Event, **kwargs: bool) -> fsm.Action:
+        state = conn.machine.state
+        action = handle(event, **kwargs)
+        seen.append((state.label, event.label, action.name))
+        return action
+
+    conn.machine.handle = spy  # type: ignore[method-assign]
+    return seen
+
+
+STORE = CStoreRQ(
+    message_id=7, affected_sop_class_uid=CT_STORAGE, affected_sop_instance_uid="1.2.3.4"
+).encode()
+
+
+def test_every_action_of_the_table_has_a_method() -> None:
+    """Table 9-10 names 28 actions; the connection runs each through its own method."""
+    assert set(_ACTIONS) == set(fsm.ACTIONS)
+    for name, method in _ACTIONS.items():
+        assert method.__name__ == "_" + name.replace("-", "_").lower()
+
+
+@pytest.mark.parametrize("role", [Role.REQUESTOR, Role.ACCEPTOR])
+def test_sending_a_message_fires_dt1_once_in_sta6(role: Role) -> None:
+    """PS3.8 Table 9-10: P-DATA request (Evt9) in Sta6 is DT-1, next state Sta6: once per
+    message, however many PDUs it takes."""
+    conn = established(role)
+    seen = record_table(conn)
+    framed = conn.send_message(3, STORE, 40_000, 16384)
+    assert isinstance(framed, FramedMessage)
+    assert len(framed.dataset) == 3  # 16,378 + 16,378 + 7,244 bytes
+    assert seen == [("Sta6", "Evt9", "DT-1")]
+    assert conn.state is State.STA6
+    assert conn.data_to_send() == []  # the PDUs are returned, not queued
+    conn.send_message(1, ECHO, None, 16384)
+    assert seen[1:] == [("Sta6", "Evt9", "DT-1")]
+
+
+@pytest.mark.parametrize("role", [Role.REQUESTOR, Role.ACCEPTOR])
+def test_sending_while_the_peer_releases_fires_ar7(role: Role) -> None:
+    """Evt9 in Sta8 (the peer asked to release, we have not answered) is AR-7: the P-DATA-TF
+    goes out and the state stays Sta8 until our A-RELEASE response."""
+    conn = sta8(role)
+    seen = record_table(conn)
+    framed = conn.send_message(3, STORE, 10, 16384)
+    assert seen == [("Sta8", "Evt9", "AR-7")]
+    assert conn.state is State.STA8
+    assert decode(framed.command) == P_DATA_TF([PDV(3, True, True, STORE)])
+    assert decode(conn.release_response()) == A_RELEASE_RP()
+    assert seen[1:] == [("Sta8", "Evt14", "AR-4")]
+
+
+# Table 9-10 has an Evt9 cell in Sta6 and Sta8 only (Sta1 and Sta4 have no association yet).
+SENDING_REFUSED = [State.STA2, State.STA3, State.STA5, State.STA7, *range(9, 14)]
+
+
+@pytest.mark.parametrize("state", [State(s) for s in SENDING_REFUSED], ids=lambda s: s.label)
+def test_sending_is_refused_where_the_table_has_no_p_data_request(state: State) -> None:
+    conn = STATES[state]()
+    deadline = conn.deadline
+    with pytest.raises(LocalProtocolError, match="Evt9"):
+        conn.send_message(1, ECHO, None, 16384)
+    assert conn.state is state and conn.deadline == deadline
+    assert conn.data_to_send() == [] and not conn.must_close
+
+
+def test_sending_before_the_association_is_refused() -> None:
+    conn = Connection(Role.REQUESTOR)  # Sta1
+    with pytest.raises(LocalProtocolError):
+        conn.send_message(1, ECHO, None, 16384)
+    assert conn.state is State.STA1
+
+
+def test_framing_is_byte_exact() -> None:
+    """A 60-byte data set at max PDU 30 (24 data bytes a PDV, PS3.8 D.1): the command in one
+    PDU, then the data set in 24 + 24 + 12. Every field written out from Tables 9-22, 9-23
+    and E.2 (message control header: bit 0 command, bit 1 last fragment)."""
+    command = bytes(range(0x40, 0x50))  # 16 bytes: any command set fits the one PDU
+    dataset = bytes(range(60))
+    conn = established(Role.REQUESTOR)
+    framed = conn.send_message(5, command, len(dataset), 30)
+    wire = b"".join(framed.with_data(dataset))
+    assert wire == b"".join(
+        [
+            # PDU-type, reserved, PDU-length 22 | item-length 18 | context 5 | MCH 03H
+            bytes.fromhex("04 00 00000016 00000012 05 03"),
+            command,
+            # PDU-length 30 (= the maximum) | item-length 26 | context 5 | MCH 00H
+            bytes.fromhex("04 00 0000001e 0000001a 05 00"),
+            dataset[0:24],
+            bytes.fromhex("04 00 0000001e 0000001a 05 00"),
+            dataset[24:48],
+            # the last fragment: PDU-length 18 | item-length 14 | MCH 02H
+            bytes.fromhex("04 00 00000012 0000000e 05 02"),
+            dataset[48:60],
+        ]
+    )
+
+
+def test_what_one_side_sends_the_other_receives() -> None:
+    """A C-STORE-RQ framed by one connection at a small maximum arrives whole at the other."""
+    p = Pair()
+    p.associate()
+    dataset = bytes(range(256)) * 40
+    wire = b"".join(p.acc.send_message(3, STORE, len(dataset), 1000).with_data(dataset))
+    events = p.to_req(wire)
+    assert [type(e) for e in events] == [CommandReceived] + [DatasetFragment] * 11
+    assert b"".join(bytes(e.data) for e in events if isinstance(e, DatasetFragment)) == dataset
 
 
 # --- local primitives in the wrong state --------------------------------------------------------
@@ -611,13 +748,13 @@ def test_pdata_larger_than_we_announced_aborts() -> None:
         (acceptor_sta2, lambda c: c.accept(AC, {1})),
         (acceptor_sta2, lambda c: c.reject(RJ)),
         (acceptor_sta2, lambda c: c.release_request()),
-        (acceptor_sta3, lambda c: c.check_send_data()),
+        (acceptor_sta3, lambda c: c.send_message(1, ECHO, None, 16384)),
         (requestor_sta5, lambda c: c.release_request()),
         (requestor_sta5, lambda c: c.request(RQ)),
         (lambda: established(Role.REQUESTOR), lambda c: c.release_response()),
         (lambda: established(Role.REQUESTOR), lambda c: c.accept(AC, {1})),
         (lambda: sta7(Role.REQUESTOR), lambda c: c.release_request()),
-        (sta13, lambda c: c.check_send_data()),
+        (sta13, lambda c: c.send_message(1, ECHO, None, 16384)),
         (lambda: Connection(Role.REQUESTOR), lambda c: c.release_request()),
     ],
 )

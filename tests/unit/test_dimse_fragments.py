@@ -1,6 +1,6 @@
-"""Splitting DIMSE messages into P-DATA-TF PDUs and reassembling them (PS3.7 §8, PS3.8 §9.3.5,
-D.1 and Annex E), as properties over message sizes, maximum PDU lengths, PDU groupings and
-read chunkings."""
+"""Framing DIMSE messages as P-DATA-TF PDUs and reassembling them (PS3.7 §8, PS3.8 §9.3.5,
+D.1 and Annex E): byte vectors written from the standard, and properties over message sizes,
+maximum PDU lengths, PDU groupings and read chunkings."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from dicomnet.dimse.commands import CEchoRQ, CEchoRSP, CStoreRQ, decode_message, encode_command_set
 from dicomnet.dimse.fragments import (
-    UNLIMITED_FRAGMENT,
+    MAX_FRAGMENT,
     CommandReceived,
     DatasetFragment,
     Reassembler,
-    fragment_message,
+    frame_message,
     pdv_data_limit,
 )
 from dicomnet.errors import DIMSEError
@@ -38,6 +38,27 @@ def _store(message_id: int) -> bytes:
     ).encode()
 
 
+def split_pdus(stream: bytes) -> list[bytes]:
+    """A stream of PDUs cut at each PDU-length field (PS3.8 Table 9-22, bytes 3-6)."""
+    out = []
+    pos = 0
+    while pos < len(stream):
+        (length,) = struct.unpack_from(">I", stream, pos + 2)
+        out.append(stream[pos : pos + 6 + length])
+        pos += 6 + length
+    return out
+
+
+def message_pdus(
+    context_id: int, command: bytes, dataset: bytes | memoryview | None, max_pdu: int
+) -> list[bytes]:
+    """Every PDU of a framed message, one bytes each, its data set passed through."""
+    if dataset is None:
+        return split_pdus(frame_message(context_id, command, None, max_pdu).command)
+    framed = frame_message(context_id, command, len(dataset), max_pdu)
+    return split_pdus(b"".join(framed.with_data(dataset)))
+
+
 def _pdvs_of(pdus: list[bytes]) -> list[PDV]:
     out: list[PDV] = []
     for raw in pdus:
@@ -47,7 +68,91 @@ def _pdvs_of(pdus: list[bytes]) -> list[PDV]:
     return out
 
 
-# --- fragment_message ---------------------------------------------------------------------------
+# --- framing: byte vectors from PS3.8 §9.3.5 and Annex E --------------------------------------
+
+
+def _pdata(context_id: int, control: int, data: bytes) -> bytes:
+    """A one-PDV P-DATA-TF written out field by field (Tables 9-22 and 9-23, E.2)."""
+    return (
+        b"\x04\x00"  # PDU-type 04H, reserved
+        + struct.pack(">I", len(data) + 6)  # PDU-length: item-length field (4) + item
+        + struct.pack(">I", len(data) + 2)  # item-length: context ID (1) + MCH (1) + data
+        + bytes([context_id, control])
+        + data
+    )
+
+
+def test_framing_of_a_message_over_several_pdus_is_byte_exact() -> None:
+    """Max PDU 26: 20 data bytes a PDV. A 24-byte command in 2 PDUs (MCH 01H: command, not
+    last; 03H: command, last), a 50-byte data set in 3 (00H, 00H, 02H: data set, last)."""
+    command = bytes(range(100, 124))
+    dataset = bytes(range(50))
+    framed = frame_message(7, command, len(dataset), 26)
+    assert framed.command == (
+        bytes.fromhex("04 00 0000001a 00000016 07 01") + command[:20]
+        + bytes.fromhex("04 00 0000000a 00000006 07 03") + command[20:]
+    )  # fmt: skip
+    assert framed.dataset == [
+        (bytes.fromhex("04 00 0000001a 00000016 07 00"), 0, 20),
+        (bytes.fromhex("04 00 0000001a 00000016 07 00"), 20, 40),
+        (bytes.fromhex("04 00 00000010 0000000c 07 02"), 40, 50),
+    ]
+    assert b"".join(framed.with_data(dataset)) == b"".join(
+        [
+            _pdata(7, 0x01, command[:20]),
+            _pdata(7, 0x03, command[20:]),
+            _pdata(7, 0x00, dataset[:20]),
+            _pdata(7, 0x00, dataset[20:40]),
+            _pdata(7, 0x02, dataset[40:]),
+        ]
+    )
+
+
+def test_data_set_passes_through_uncopied() -> None:
+    """h11's data pass-through: the data set's parts are views of the caller's buffer."""
+    data = bytearray(range(40))
+    parts = frame_message(1, b"cm", len(data), 26).with_data(data)
+    views = [p for p in parts if isinstance(p, memoryview)]
+    assert [v.obj is data for v in views] == [True, True]
+    assert [bytes(v) for v in views] == [bytes(data[:20]), bytes(data[20:])]
+
+
+def test_with_data_checks_the_length() -> None:
+    with pytest.raises(ValueError):
+        frame_message(1, b"cm", 10, 100).with_data(b"x" * 11)
+
+
+def test_odd_maximum_gives_even_fragments() -> None:
+    """PS3.8 E.1: each fragment shall be of even length. Max PDU 25 leaves 19 bytes, so 18."""
+    framed = frame_message(1, b"c" * 20, 40, 25)
+    assert framed.command == _pdata(1, 0x01, b"c" * 18) + _pdata(1, 0x03, b"cc")
+    assert [(a, b) for _h, a, b in framed.dataset] == [(0, 18), (18, 36), (36, 40)]
+    assert framed.dataset[0][0] == bytes.fromhex("04 00 00000018 00000014 01 00")
+
+
+def test_unlimited_maximum_frames_a_large_data_set_without_its_bytes() -> None:
+    """Max PDU 0 (no limit, PS3.8 D.1): fragments of MAX_FRAGMENT, framed from the length alone
+    (a file's data set is read behind each header by the sender)."""
+    length = 3 * MAX_FRAGMENT + 2
+    framed = frame_message(3, b"cm", length, 0)
+    assert framed.command == _pdata(3, 0x03, b"cm")
+    assert [(a, b) for _h, a, b in framed.dataset] == [
+        (0, MAX_FRAGMENT),
+        (MAX_FRAGMENT, 2 * MAX_FRAGMENT),
+        (2 * MAX_FRAGMENT, 3 * MAX_FRAGMENT),
+        (3 * MAX_FRAGMENT, length),
+    ]
+    assert framed.dataset[-1][0] == bytes.fromhex("04 00 00000008 00000004 03 02")
+    assert framed.dataset[0][0][2:6] == struct.pack(">I", MAX_FRAGMENT + 6)
+
+
+def test_message_without_a_data_set() -> None:
+    framed = frame_message(1, b"cmd0", None, 16384)
+    assert framed.command == _pdata(1, 0x03, b"cmd0")
+    assert framed.dataset == []
+
+
+# --- framing properties -------------------------------------------------------------------------
 
 
 @settings(max_examples=200, deadline=None)
@@ -61,7 +166,7 @@ def test_fragments_respect_the_maximum_and_the_control_header(
     context_id: int, message_id: int, dataset: bytes | None, max_pdu: int
 ) -> None:
     command = _store(message_id)
-    pdus = fragment_message(context_id, command, dataset, max_pdu)
+    pdus = message_pdus(context_id, command, dataset, max_pdu)
     for raw in pdus:
         pdu_type, _reserved, length = struct.unpack_from(">BBI", raw)
         assert pdu_type == 0x04
@@ -70,7 +175,7 @@ def test_fragments_respect_the_maximum_and_the_control_header(
         if max_pdu:
             assert length <= max_pdu
         else:
-            assert length <= UNLIMITED_FRAGMENT + 6
+            assert length <= MAX_FRAGMENT + 6
         # one PDV per PDU; bits 2-7 of the message control header are sent as 0 (PS3.8 E.2)
         (item_length,) = struct.unpack_from(">I", raw, 6)
         assert item_length == length - 4
@@ -93,6 +198,9 @@ def test_fragments_respect_the_maximum_and_the_control_header(
     limit = pdv_data_limit(max_pdu)
     for part in (commands, data):
         assert all(len(p.data) == limit for p in part[:-1])
+    # PS3.8 E.1: fragments of even length, whenever the maximum leaves room for two bytes
+    if limit > 1:
+        assert all(len(p.data) % 2 == 0 for p in [*commands[:-1], *data[:-1]])
     assert all(p.context_id == context_id for p in pdvs)
 
 
@@ -100,11 +208,11 @@ def test_fragments_respect_the_maximum_and_the_control_header(
 def test_maximum_too_small_to_carry_data(max_pdu: int) -> None:
     """Six bytes of every P-DATA-TF variable field are PDV item header and control header."""
     with pytest.raises(ValueError):
-        fragment_message(1, b"\x00" * 10, None, max_pdu)
+        message_pdus(1, b"\x00" * 10, None, max_pdu)
 
 
 def test_smallest_maximum_carries_one_byte_per_pdu() -> None:
-    pdus = fragment_message(1, b"abc", b"de", 7)
+    pdus = message_pdus(1, b"abc", b"de", 7)
     assert [len(p) for p in pdus] == [13] * 5
     assert pdus[0] == b"\x04\x00\x00\x00\x00\x07" + b"\x00\x00\x00\x03" + b"\x01\x01" + b"a"
     assert pdus[2] == b"\x04\x00\x00\x00\x00\x07" + b"\x00\x00\x00\x03" + b"\x01\x03" + b"c"
@@ -114,14 +222,19 @@ def test_smallest_maximum_carries_one_byte_per_pdu() -> None:
 
 def test_pdv_data_limit() -> None:
     assert pdv_data_limit(16384) == 16384 - 6
+    assert pdv_data_limit(16385) == 16384 - 6  # even fragments (PS3.8 E.1)
     assert pdv_data_limit(7) == 1
-    assert pdv_data_limit(0) == UNLIMITED_FRAGMENT
+    assert pdv_data_limit(8) == 2
+    assert pdv_data_limit(9) == 2
+    assert pdv_data_limit(0) == MAX_FRAGMENT
+    assert pdv_data_limit(MAX_FRAGMENT + 6) == MAX_FRAGMENT
+    assert pdv_data_limit(1 << 30) == MAX_FRAGMENT  # one buffer per PDU stays bounded
 
 
 def test_exact_multiple_of_the_limit() -> None:
     """A part whose size is a multiple of the fragment size ends with a full last fragment,
     not an empty one."""
-    pdvs = _pdvs_of(fragment_message(1, b"c" * 20, b"d" * 30, 16))  # 10 data bytes per PDV
+    pdvs = _pdvs_of(message_pdus(1, b"c" * 20, b"d" * 30, 16))  # 10 data bytes per PDV
     assert [(p.is_command, p.is_last, len(p.data)) for p in pdvs] == [
         (True, False, 10),
         (True, True, 10),
@@ -132,13 +245,13 @@ def test_exact_multiple_of_the_limit() -> None:
 
 
 def test_empty_data_set_is_one_empty_last_fragment() -> None:
-    pdvs = _pdvs_of(fragment_message(3, b"cmd", b"", 100))
+    pdvs = _pdvs_of(message_pdus(3, b"cmd", b"", 100))
     assert pdvs == [PDV(3, True, True, b"cmd"), PDV(3, False, True, b"")]
 
 
 def test_memoryview_data_set() -> None:
     data = bytearray(range(200))
-    pdvs = _pdvs_of(fragment_message(1, b"c", memoryview(data), 56))
+    pdvs = _pdvs_of(message_pdus(1, b"c", memoryview(data), 56))
     assert b"".join(bytes(p.data) for p in pdvs if not p.is_command) == bytes(data)
 
 
@@ -198,7 +311,7 @@ def test_reassembly_in_any_grouping_and_chunking(
     context_id: int, message_id: int, dataset: bytes, max_pdu: int, data: st.DataObject
 ) -> None:
     command = _store(message_id)
-    pdvs = _pdvs_of(fragment_message(context_id, command, dataset, max_pdu))
+    pdvs = _pdvs_of(message_pdus(context_id, command, dataset, max_pdu))
     sizes = data.draw(st.lists(st.integers(1, 8), max_size=len(pdvs)))
     stream = b"".join(_group(pdvs, sizes))
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=12))
@@ -235,7 +348,7 @@ def test_several_messages_in_a_row(
             command = _store(i)
             dataset = bytes([i]) * size
         expected.append((decode_message(command), dataset))
-        pdvs += _pdvs_of(fragment_message(1, command, dataset, max_pdu))
+        pdvs += _pdvs_of(message_pdus(1, command, dataset, max_pdu))
     group_sizes = data.draw(st.lists(st.integers(1, 6), max_size=len(pdvs)))
     reassembler = Reassembler()
     got: list[tuple[object, bytes | None]] = []

@@ -1047,3 +1047,38 @@ def test_encode_refuses_an_item_longer_than_65535() -> None:
 def test_encode_rejects_non_pdus() -> None:
     with pytest.raises(TypeError):
         encode("not a PDU")  # type: ignore[arg-type]
+
+
+# -- user identity sub-items as a requestor builds them (PS3.7 Table D.3-14) ----------------------
+
+
+def test_user_identity_constructors_match_the_table_d3_14_vectors() -> None:
+    # The first two equal the hand-made vectors above (username+passcode, username only).
+    assert UserIdentityRQ.password("alice", "s3cr3t", positive_response=True) == UserIdentityRQ(
+        2, True, b"alice", b"s3cr3t"
+    )
+    assert UserIdentityRQ.username("bob") == UserIdentityRQ(1, False, b"bob", b"")
+    assert UserIdentityRQ.kerberos(b"\x60\x82ticket") == UserIdentityRQ(3, False, b"\x60\x82ticket")
+    assert UserIdentityRQ.saml("<saml/>").primary_field == b"<saml/>"
+    assert UserIdentityRQ.saml("<saml/>").identity_type == 4
+    jwt = UserIdentityRQ.jwt("eyJhbGciOiJub25lIn0.e30.", positive_response=True)
+    assert (jwt.identity_type, jwt.positive_response_requested) == (5, True)
+    # Each field's length is 16 bits: 65,535 bytes at most, and never empty.
+    assert len(UserIdentityRQ.username("u" * 0xFFFF).primary_field) == 0xFFFF
+    with pytest.raises(ValueError, match="65,535 at most"):
+        UserIdentityRQ.jwt(b"x" * 0x10000)
+    with pytest.raises(ValueError, match="cannot be empty"):
+        UserIdentityRQ.password("alice", "")
+
+
+def test_a_first_byte_that_is_no_pdu_says_what_it_looks_like() -> None:
+    from dicomnet.pdu import PDUReader
+
+    reader = PDUReader()
+    reader.feed(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a TLS ClientHello's start
+    with pytest.raises(PDUError, match=r"unknown PDU type 0x16 .*TLS handshake record"):
+        reader.next_pdu()
+    reader = PDUReader()
+    reader.feed(b"GET / HTTP/1.1\r\n")
+    with pytest.raises(PDUError, match="HTTP GET"):
+        reader.next_pdu()

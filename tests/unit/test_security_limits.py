@@ -116,7 +116,9 @@ def test_free_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(limits.shutil, "disk_usage", lambda _p: Usage(100 << 30, 0, 300 << 20))
     refused = check_free_space(tmp_path, 1 << 30)
     assert not refused.allowed and refused.status == 0xA700
-    assert refused.reason == f"300 MiB free on {os.fspath(tmp_path)}, below the minimum of 1024 MiB"
+    assert refused.reason == (
+        f"free disk below the minimum of 1024 MiB: 300 MiB free on {os.fspath(tmp_path)}"
+    )
     assert check_free_space(tmp_path, 200 << 20).allowed
     assert not check_free_space(tmp_path, 200 << 20, incoming=150 << 20).allowed
 

@@ -4,7 +4,6 @@ socket); certificates are made by ``trustme`` in the test, never checked in."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import ssl
@@ -18,7 +17,6 @@ from dicomnet.security.tls import (
     BCP195_TLS12_CIPHERS,
     DEFAULT_HANDSHAKE_TIMEOUT,
     TLSSettings,
-    _Holding,
     certificate_from_dict,
     client_context,
     describe_tls_error,
@@ -391,45 +389,3 @@ def _ssl_error(reason: str) -> ssl.SSLError:
 )
 def test_describe_tls_error(exc: BaseException, text: str) -> None:
     assert text in describe_tls_error(exc, 2.5)
-
-
-class Recorder(asyncio.BufferedProtocol):
-    """A buffered protocol with a small buffer, as an association's reader might be."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray(5)
-        self.received = bytearray()
-        self.eof = False
-
-    def get_buffer(self, sizehint: int) -> bytearray:
-        return self.buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.received += self.buffer[:nbytes]
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        return False
-
-
-def test_holding_protocol_hands_over_early_data() -> None:
-    holding = _Holding()
-    holding.data_received(b"\x01\x00\x00\x00\x00\x00\x00\x44")  # an A-ASSOCIATE-RQ begins
-    holding.data_received(b"rest of the PDU")
-    assert holding.eof_received() is True
-    buffered = Recorder()
-    holding.hand_over(buffered)
-    assert bytes(buffered.received) == b"\x01\x00\x00\x00\x00\x00\x00\x44rest of the PDU"
-    assert buffered.eof
-
-    class Plain(asyncio.Protocol):
-        got: list[bytes] = []
-
-        def data_received(self, data: bytes) -> None:
-            self.got.append(data)
-
-    again = _Holding()
-    again.data_received(b"abc")
-    plain = Plain()
-    again.hand_over(plain)
-    assert plain.got == [b"abc"]

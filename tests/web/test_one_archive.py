@@ -106,3 +106,30 @@ async def test_web_server_on_a_bound_socket(tmp_path: Path) -> None:
     finally:
         await web.close()
         index.close()
+
+
+def test_metadata_process_computes_fragments_out_of_process(tmp_path: Path) -> None:
+    """``dicomnet serve``'s fragment writer: a child process at nice 19 fed through a pipe;
+    flush waits for what was queued, a file it cannot read is skipped, close ends the child."""
+    from dicomnet.archive.metadata import MetadataProcess
+
+    root = tmp_path / "store"
+    index = open_index(root)
+    store = MetadataStore(index.path)
+    writer = MetadataProcess(index.path)
+    try:
+        paths = [tmp_path / f"{n}.dcm" for n in range(3)]
+        datasets = [write_ct(p) for p in paths]
+        writer.add("1.2.3.4", tmp_path / "missing.dcm")  # logged by the child, nothing stored
+        for ds, path in zip(datasets, paths, strict=True):
+            writer.add(ds.SOPInstanceUID, path)
+        assert writer.flush(timeout=60)
+        cached = store.cached([ds.SOPInstanceUID for ds in datasets] + ["1.2.3.4"])
+        assert set(cached) == {ds.SOPInstanceUID for ds in datasets}
+        with open(f"/proc/{writer._proc.pid}/stat") as f:
+            assert int(f.read().rsplit(")", 1)[1].split()[16]) == 19  # its nice value
+    finally:
+        writer.close(timeout=30)
+        store.close()
+        index.close()
+    assert writer._proc.returncode == 0  # ended by its closed stdin, not killed

@@ -259,3 +259,68 @@ async def test_options_cors_and_headers(images: Archive) -> None:
             assert "Access-Control-Allow-Credentials" not in response.headers
     finally:
         index.close()
+
+
+def _general(path: Path, fragment: Any, number: int, options: Any) -> bytes:
+    """What ``render`` gives through pydicom's path (the fast path turned off)."""
+    from unittest import mock
+
+    from dicomnet.web import render as module
+
+    with mock.patch.object(module, "_native_grey", return_value=None):
+        return module.render(path, fragment, number, options, 10**8)
+
+
+@pytest.mark.parametrize(
+    ("bits", "stored", "signed", "photometric", "rescale", "window"),
+    [
+        (16, 16, 0, "MONOCHROME2", (1, -1024), (40, 400)),
+        (16, 12, 0, "MONOCHROME2", (1, -1024), None),  # garbage above the stored bits
+        (16, 12, 1, "MONOCHROME2", (2.5, 7), (100, 1000)),  # signed in 12 bits
+        (16, 16, 1, "MONOCHROME1", (1, 0), None),
+        (8, 8, 0, "MONOCHROME2", None, (128, 100)),
+        (8, 7, 0, "MONOCHROME1", (1, 0), (60, 1)),  # a window of width 1
+    ],
+)
+def test_the_fast_path_renders_what_pydicom_does(
+    tmp_path: Path,
+    bits: int,
+    stored: int,
+    signed: int,
+    photometric: str,
+    rescale: tuple[float, float] | None,
+    window: tuple[float, float] | None,
+) -> None:
+    """Native grey frames are read from the file and windowed through a lookup table; the PNG
+    is the one pydicom's decode + Modality LUT + VOI window gives, frame by frame."""
+    from dicomnet.archive.metadata import compute_fragment
+    from dicomnet.web.render import RenderOptions, _native_grey, render
+
+    ds = make_ct(rows=40, columns=24, frames=2)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, stored, stored - 1
+    ds.PixelRepresentation, ds.PhotometricInterpretation = signed, photometric
+    rng = np.random.default_rng(bits * 100 + stored)
+    dtype = np.uint16 if bits == 16 else np.uint8
+    pixels = rng.integers(0, 1 << bits, size=(2, 40, 24), dtype=np.uint64).astype(dtype)
+    ds.PixelData = pixels.tobytes()
+    if rescale is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = rescale
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    path = tmp_path / "frame.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    fragment = compute_fragment(path)
+    for options in (
+        RenderOptions("image/png"),
+        RenderOptions("image/png", window=(10.0, 300.0, "LINEAR_EXACT")),
+        RenderOptions("image/png", window=(10.0, 300.0, "SIGMOID"), viewport=(12, 20)),
+    ):
+        assert _native_grey(path, fragment, 1, options) is not None  # the fast path is taken
+        for number in (1, 2):
+            fast = np.asarray(
+                Image.open(io.BytesIO(render(path, fragment, number, options, 10**8)))
+            )
+            general = np.asarray(Image.open(io.BytesIO(_general(path, fragment, number, options))))
+            assert fast.shape == general.shape
+            # float32 (pydicom's path) against float64 (the table): a level at most apart
+            assert np.abs(fast.astype(int) - general.astype(int)).max() <= 1, (options, number)

@@ -814,6 +814,22 @@ class SQLiteIndex:
         plan = _plan(level, query, model, relational)
         return self._results(plan, query)
 
+    def query_page(
+        self,
+        level: str,
+        query: Query,
+        *,
+        model: str | None = None,
+        relational: bool = False,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> Iterator[dict[str, object]]:
+        """As ``query``, only the ``limit`` results after the first ``offset``, in the same
+        order, chosen by SQLite (``LIMIT``/``OFFSET``): a page of a broad search (QIDO-RS's
+        ``limit``/``offset``) costs that page, not the whole match list."""
+        plan = _plan(level, query, model, relational)
+        return self._results(plan, query, (offset, -1 if limit is None else limit))
+
     def instances(
         self,
         level: str,
@@ -855,16 +871,21 @@ class SQLiteIndex:
         top = min(plan.top, base)
         return f"SELECT {_ALIAS[base]}.pk FROM {_from(base, top)} WHERE {where}", plan.params
 
-    def _pks(self, base: int, plan: _Plan) -> list[int]:
+    def _pks(self, base: int, plan: _Plan, window: tuple[int, int] | None = None) -> list[int]:
         sql, params = self._select_pks(base, plan)
+        if window is not None:  # pk order, as the sort below gives
+            sql += f" ORDER BY {_ALIAS[base]}.pk LIMIT ? OFFSET ?"
+            params = [*params, window[1], window[0]]
         with self._lock:
             pks = [row[0] for row in self._db.execute(sql, params)]
         pks.sort()
         return pks
 
-    def _results(self, plan: _Plan, query: Query) -> Iterator[dict[str, object]]:
+    def _results(
+        self, plan: _Plan, query: Query, window: tuple[int, int] | None = None
+    ) -> Iterator[dict[str, object]]:
         base = plan.level
-        pks = self._pks(base, plan)
+        pks = self._pks(base, plan, window)
         unique = [_UNIQUE_KEYS[level] for level in range(plan.root, base + 1)]
         wanted = list(dict.fromkeys(unique + plan.requested))
         columns: dict[str, str] = {}

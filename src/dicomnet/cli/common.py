@@ -1,5 +1,6 @@
 """What every ``dicomnet`` command shares: click's context settings, logging set-up, running a
-coroutine on the best event loop, and the exit codes of client commands.
+coroutine on the best event loop, the exit codes of client commands, and finding the DICOM
+files among the paths a sending command is given.
 
 Rules: this module imports no other command module (each command module imports it), so the
 commands never import each other.
@@ -10,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
 
+from dicomnet.dataset import FileInfo, NotDicomError, read_file_info
 from dicomnet.errors import AssociationRejected, DicomNetError
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -53,3 +56,35 @@ def client_main(go: Callable[[], Coroutine[Any, Any, int]]) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
+
+
+def iter_paths(paths: Sequence[str], recursive: bool) -> Iterator[Path]:
+    """The files named by ``paths``: files as given, a folder's files (sorted; with
+    ``recursive`` those of its sub-folders too)."""
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            walker = path.rglob("*") if recursive else path.glob("*")
+            for child in sorted(walker):
+                if child.is_file():
+                    yield child
+        else:
+            yield path
+
+
+def scan_files(
+    paths: Sequence[str], recursive: bool
+) -> tuple[list[FileInfo], list[tuple[Path, str]]]:
+    """The DICOM files among ``paths`` (their meta information only) and the skipped ones."""
+    files: list[FileInfo] = []
+    skipped: list[tuple[Path, str]] = []
+    for path in iter_paths(paths, recursive):
+        try:
+            files.append(read_file_info(path))
+        except NotDicomError as exc:
+            skipped.append((path, str(exc)))
+        except OSError as exc:
+            skipped.append((path, f"{path}: {exc.strerror or exc}"))
+        except Exception as exc:  # pydicom's own errors on broken meta information
+            skipped.append((path, f"{path}: not readable as DICOM ({exc})"))
+    return files, skipped

@@ -13,17 +13,20 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
 from dicomnet.cli.common import CONTEXT_SETTINGS, client_main, setup_logging
+from dicomnet.cli.common import scan_files as _scan
 from dicomnet.cli.qr import COMMANDS as QR_COMMANDS
+from dicomnet.cli.security import ClientSecurity, client_security_options, passwd
 from dicomnet.cli.serve import serve
+from dicomnet.cli.web import web
 from dicomnet.client import CStoreRequest, DicomClient, Request
-from dicomnet.dataset import FileInfo, NotDicomError, read_file_info
+from dicomnet.dataset import FileInfo
 from dicomnet.dimse.status import StatusCategory, category, describe
 from dicomnet.errors import AssociationAborted, NegotiationError, TranscodeError
 from dicomnet.negotiation import ProposedContext
@@ -63,8 +66,16 @@ def main() -> None:
 )
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for each answer.")
 @click.option("-v", "--verbose", count=True, help="Log the association (-vv: and every PDU).")
+@client_security_options
 def echo(
-    host: str, port: int, aet: str, aec: str, count: int, timeout: float, verbose: int
+    host: str,
+    port: int,
+    aet: str,
+    aec: str,
+    count: int,
+    timeout: float,
+    verbose: int,
+    security: ClientSecurity,
 ) -> None:
     """Verify a peer with C-ECHO (like DCMTK's echoscu); prints each status and round-trip time.
 
@@ -83,6 +94,7 @@ def echo(
             acse_timeout=timeout,
             dimse_timeout=timeout,
             connect_timeout=timeout,
+            **security.client_kwargs(),
         ) as client:
             times: list[float] = []
             for i in range(count):
@@ -109,34 +121,6 @@ def echo(
 
 
 # --- store ----------------------------------------------------------------------------------------
-
-
-def _iter_paths(paths: Sequence[str], recursive: bool) -> Iterator[Path]:
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            walker = path.rglob("*") if recursive else path.glob("*")
-            for child in sorted(walker):
-                if child.is_file():
-                    yield child
-        else:
-            yield path
-
-
-def _scan(paths: Sequence[str], recursive: bool) -> tuple[list[FileInfo], list[tuple[Path, str]]]:
-    """The DICOM files among ``paths`` (their meta information only) and the skipped ones."""
-    files: list[FileInfo] = []
-    skipped: list[tuple[Path, str]] = []
-    for path in _iter_paths(paths, recursive):
-        try:
-            files.append(read_file_info(path))
-        except NotDicomError as exc:
-            skipped.append((path, str(exc)))
-        except OSError as exc:
-            skipped.append((path, f"{path}: {exc.strerror or exc}"))
-        except Exception as exc:  # pydicom's own errors on broken meta information
-            skipped.append((path, f"{path}: not readable as DICOM ({exc})"))
-    return files, skipped
 
 
 #: ``--propose``: which contexts to propose for each file besides the ``--transfer-syntax`` ones.
@@ -230,6 +214,7 @@ def _store_policy(
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for each answer.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the summary and the failures.")
 @click.option("-v", "--verbose", count=True, help="Log the association (-vv: and every PDU).")
+@client_security_options
 def store(
     host: str,
     port: int,
@@ -246,6 +231,7 @@ def store(
     timeout: float,
     quiet: bool,
     verbose: int,
+    security: ClientSecurity,
 ) -> None:
     """Send DICOM files and folders with C-STORE (like DCMTK's storescu / dcmsend).
 
@@ -284,6 +270,7 @@ def store(
                 quiet,
                 len(skipped),
                 policy,
+                security,
             )
         )
     )
@@ -333,6 +320,7 @@ async def _store(
     quiet: bool,
     skipped: int,
     policy: TranscodePolicy,
+    security: ClientSecurity | None = None,
 ) -> int:
     from rich.progress import (
         BarColumn,
@@ -435,6 +423,7 @@ async def _store(
                 acse_timeout=timeout,
                 connect_timeout=timeout,
                 transcode_policy=policy,
+                **(security.client_kwargs() if security is not None else {}),
             ) as client:
                 for ctx in contexts:
                     client.add_presentation_context(ctx.abstract_syntax, ctx.transfer_syntaxes)
@@ -525,13 +514,20 @@ async def _store(
     is_flag=True,
     help="Delete the index first and build it from nothing (not while a server uses it).",
 )
+@click.option(
+    "--no-metadata",
+    is_flag=True,
+    help="Skip the DICOMweb metadata of each instance (then computed on first request).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, only the summary.")
 @click.option("-v", "--verbose", count=True, help="Log every file skipped (-v) and more (-vv).")
-def index_command(storage: str, fresh: bool, quiet: bool, verbose: int) -> None:
+def index_command(storage: str, fresh: bool, no_metadata: bool, quiet: bool, verbose: int) -> None:
     """Build or rebuild the query/retrieve index of STORAGE (STORAGE/.dicomnet-index.sqlite),
     e.g. of a folder written by DCMTK's storescp or copied from elsewhere: every DICOM file in
     any layout is (re)indexed, rows whose file is gone are dropped, other files are skipped.
-    Safe while `dicomnet serve` runs on the folder (unless --fresh)."""
+    The DICOMweb metadata of every instance (one JSON fragment each, in the same file) is
+    computed where it is missing or stale. Safe while `dicomnet serve` runs on the folder
+    (unless --fresh)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from dicomnet.archive.index import build_index, iter_files, reconcile
@@ -568,7 +564,8 @@ def index_command(storage: str, fresh: bool, quiet: bool, verbose: int) -> None:
         with progress:
             task = progress.add_task("index", total=total)
             indexed = build_index(root, index, lambda n: progress.update(task, completed=n))
-        _added, dropped = reconcile(index, root)  # rows of files that are gone
+            _added, dropped = reconcile(index, root)  # rows of files that are gone
+            fragments = 0 if no_metadata else _index_metadata(root, index, progress)
         entities: tuple[set[str | None], ...] = (set(), set(), set())
         for r in index.records():
             for seen, value in zip(
@@ -583,10 +580,24 @@ def index_command(storage: str, fresh: bool, quiet: bool, verbose: int) -> None:
         f"indexed {indexed} of {total} files in {seconds:.1f} s "
         f"({total - indexed} skipped, {dropped} stale rows dropped): "
         f"{patients} patients, {studies} studies, {series} series"
+        + ("" if no_metadata else f"; DICOMweb metadata of {fragments} instances computed")
     )
 
 
-for _command in (serve, *QR_COMMANDS):
+def _index_metadata(root: Path, index: Any, progress: Any) -> int:
+    """The metadata fragments of the indexed instances that have none or a stale one."""
+    from dicomnet.archive.metadata import MetadataStore, build_metadata
+
+    records = [(r.sop_instance_uid, r.path) for r in index.records()]
+    store = MetadataStore(index.path)
+    try:
+        task = progress.add_task("metadata", total=len(records))
+        return build_metadata(root, records, store, lambda n: progress.update(task, completed=n))
+    finally:
+        store.close()
+
+
+for _command in (serve, passwd, *QR_COMMANDS, web):
     main.add_command(_command)
 
 if __name__ == "__main__":

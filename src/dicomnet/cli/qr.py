@@ -27,6 +27,7 @@ from pydicom import Dataset
 from pydicom.datadict import keyword_for_tag
 
 from dicomnet.cli.common import CONTEXT_SETTINGS, client_main, setup_logging
+from dicomnet.cli.security import ClientSecurity, client_security_options
 from dicomnet.client import (
     DicomClient,
     QueryRetrieveError,
@@ -124,6 +125,7 @@ def _common_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-q", "--quiet", is_flag=True, help="Only the results and the summary."),
         click.option("-v", "--verbose", count=True),
     ]
+    func = client_security_options(func)  # the TLS and --user options, as ``security``
     for option in reversed(options):
         func = option(func)
     return func
@@ -145,7 +147,9 @@ def _query(keys: Sequence[str], level: str, defaults: bool) -> tuple[Dataset, li
         raise click.BadParameter(str(exc), param_hint="-k") from None
 
 
-def _client(host: str, port: int, aet: str, aec: str, timeout: float) -> DicomClient:
+def _client(
+    host: str, port: int, aet: str, aec: str, timeout: float, security: ClientSecurity
+) -> DicomClient:
     return DicomClient(
         host,
         port,
@@ -154,6 +158,7 @@ def _client(host: str, port: int, aet: str, aec: str, timeout: float) -> DicomCl
         connect_timeout=timeout,
         acse_timeout=timeout,
         dimse_timeout=timeout,
+        **security.client_kwargs(),
     )
 
 
@@ -240,6 +245,7 @@ def find(
     timeout: float,
     quiet: bool,
     verbose: int,
+    security: ClientSecurity,
     as_json: bool,
     as_csv: bool,
     no_default_keys: bool,
@@ -257,7 +263,7 @@ def find(
         matches: list[Dataset] = []
         start = time.perf_counter()
         status: int | None = None
-        async with _client(host, port, aet, aec, timeout) as client:
+        async with _client(host, port, aet, aec, timeout, security) as client:
             responses = client.c_find(query, model_uid or model)
             restore = await _with_cancel_on_sigint(responses)
             try:
@@ -420,6 +426,7 @@ def move(
     timeout: float,
     quiet: bool,
     verbose: int,
+    security: ClientSecurity,
     dest: str | None,
     listen_port: int | None,
     listen_host: str,
@@ -454,7 +461,7 @@ def move(
                 )
         try:
             start = time.perf_counter()
-            async with _client(host, port, aet, aec, timeout) as client:
+            async with _client(host, port, aet, aec, timeout, security) as client:
                 responses = client.c_move(query, destination, model_uid or model)
                 last, code = await _retrieve("C-MOVE", responses, quiet)
             elapsed = time.perf_counter() - start
@@ -491,6 +498,7 @@ def get(
     timeout: float,
     quiet: bool,
     verbose: int,
+    security: ClientSecurity,
     out_dir: str,
 ) -> None:
     """Retrieve the matching instances with C-GET into a folder.
@@ -503,7 +511,7 @@ def get(
     async def go() -> int:
         out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        async with _client(host, port, aet, aec, timeout) as client:
+        async with _client(host, port, aet, aec, timeout, security) as client:
             # Temporary files next to the output folder, so that saving one is a rename.
             responses = client.c_get(
                 query, out_dir=out, temp_dir=out / ".dicomnet-incoming", model=model_uid or model

@@ -29,6 +29,15 @@ import click
 
 from dicomnet.archive.storage import DEFAULT_LAYOUT
 from dicomnet.cli.common import CONTEXT_SETTINGS, run, setup_logging
+from dicomnet.cli.security import (
+    FILE_TABLES,
+    SecurityConfig,
+    audit_application,
+    security_options,
+    server_security,
+    tls_socket_for_workers,
+)
+from dicomnet.cli.serve_web import WebSide, check_web_table, open_web
 from dicomnet.sinks import remove_temp_files
 from dicomnet.workers import fork_workers, stop_workers
 
@@ -124,8 +133,9 @@ _ALIASES = {"peer": "peers"}
 
 
 @dataclass(frozen=True, kw_only=True)
-class ServeConfig:
-    """Everything ``dicomnet serve`` runs with; each field is the option of the same name."""
+class ServeConfig(SecurityConfig):
+    """Everything ``dicomnet serve`` runs with; each field is the option of the same name (the
+    security settings: ``cli/security.py``)."""
 
     host: str = "127.0.0.1"
     port: int = 11112
@@ -143,6 +153,12 @@ class ServeConfig:
     workers: int = 1
     async_ops: int = 8
     shutdown_timeout: float = 10.0
+    # DICOMweb beside DICOM (cli/serve_web.py); ``web`` is the file's [web] table only.
+    http_port: int | None = field(default=None, metadata={"parse": _number(int)})
+    no_web: bool = False
+    viewer: str | None = field(default=None, metadata={"parse": _PARSERS["str"]})
+    viewer_dir: Path | None = field(default=None, metadata={"parse": _PARSERS["Path"]})
+    web: Mapping[str, Any] = field(default_factory=dict, metadata={"parse": check_web_table})
     store_as: str = field(default="", metadata={"parse": parse_store_as})
 
     def __post_init__(self) -> None:
@@ -182,8 +198,13 @@ def read_config_file(path: str | None) -> dict[str, Any]:
     table = data.get("serve", data)
     if not isinstance(table, dict):
         raise click.BadParameter(f"{path}: [serve] is not a table", param_hint="--config")
-    if table is not data and "peers" in data:  # a top-level [peers] table beside [serve]
-        table = {**table, "peers": data["peers"]}
+    for name in (
+        "peers",
+        "web",
+        *FILE_TABLES,
+    ):  # top-level [peers], [web], [users]... beside [serve]
+        if table is not data and name in data:
+            table = {**table, name: data[name]}
     cfg = {str(k).replace("-", "_"): v for k, v in table.items()}
     cfg = {_ALIASES.get(k, k): v for k, v in cfg.items()}
     known = {f.name for f in fields(ServeConfig)}
@@ -271,6 +292,27 @@ def read_config_file(path: str | None) -> dict[str, Any]:
     "aborted (a second signal aborts at once).  [default: 10]",
 )
 @click.option(
+    "--http-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Port of DICOMweb (/dicom-web), WADO-URI (/wado) and the browser page (/), on the DICOM "
+    "host; the [web] table of --config sets the rest (host, public-url, cors-origins, "
+    "limits). If the default port is taken, DICOMweb is off with a warning.  [default: 8042]",
+)
+@click.option("--no-web", is_flag=True, default=None, help="DICOM only: no HTTP server.")
+@click.option(
+    "--viewer",
+    default=None,
+    type=click.Choice(["ohif", "none"]),
+    help="Serve a prebuilt web viewer at /viewer (OHIF, fetched by `make ohif`).",
+)
+@click.option(
+    "--viewer-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="The prebuilt OHIF's folder (its index.html, app.bundle...).  [default: ohif/dist]",
+)
+@click.option(
     "--store-as",
     default=None,
     metavar="SYNTAX",
@@ -288,6 +330,7 @@ def read_config_file(path: str | None) -> dict[str, Any]:
     help="TOML file with any of these options (a [serve] table or top level; "
     "command-line options win).",
 )
+@security_options
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
 @click.option("-v", "--verbose", count=True, help="Debug logging (-v), with PDU dumps.")
 def serve(config_path: str | None, quiet: bool, verbose: int, **options: Any) -> None:
@@ -304,6 +347,10 @@ def serve(config_path: str | None, quiet: bool, verbose: int, **options: Any) ->
     STORAGE/.dicomnet-index.sqlite (repaired against the files on a start after an unclean
     stop), and C-FIND, C-MOVE (to the --peer destinations) and C-GET are answered in the
     Patient Root and Study Root models. --no-index makes it a storage node only.
+
+    And a DICOMweb server on the same archive (http://127.0.0.1:8042): QIDO-RS, WADO-RS and
+    STOW-RS at /dicom-web, WADO-URI at /wado, a browser page at /, OHIF at /viewer with
+    --viewer ohif. --no-web (or --no-index) turns it off.
     """
     setup_logging(verbose, quiet)
     try:
@@ -325,19 +372,29 @@ def run_server(config: ServeConfig) -> int:
         # Before any worker exists: no process of ours can own a leftover yet, and the
         # locks keep the temporary files of other live servers on this storage safe.
         remove_temp_files(config.storage / ".incoming")
+        secure = server_security(config, aet=config.aet, storage=config.storage)
         listening = _listen_for_workers(config) if config.workers > 1 else None
+        web_config, http = open_web(config)  # bound here, shared by the workers
+        if config.workers > 1:
+            secure["tls_sock"] = tls_socket_for_workers(config)
     children = fork_workers(config.workers - 1)
+    web: WebSide | None = None
     with _usage_errors(config.storage):
         index, factory = _service_factory(config, repair=config.workers == 1)
+        if http is not None and web_config is not None and index is not None:
+            web = WebSide(web_config, index)
+            factory.on_stored = staticmethod(web.on_stored)
     stopped_cleanly = False  # marks the index clean at the end (no repair on the next start)
     try:
-        stopped_cleanly = run(_serve(config, factory, listening, children))
+        stopped_cleanly = run(_serve(config, factory, listening, children, web, http, secure))
     except OSError as exc:
         click.echo(f"error: cannot listen on {config.host}:{config.port}: {exc}", err=True)
         return 2
     finally:
         if factory.index_writer is not None and not factory.index_writer.close():
             stopped_cleanly = False  # rows of the last instances are missing: repair next time
+        if web is not None:
+            web.close_files()
         if index is not None:
             if stopped_cleanly and children is not None:
                 mark_clean(index)
@@ -405,21 +462,32 @@ async def _serve(
     factory: type[StorageService],
     listening: socket.socket | None,
     children: list[int] | None,
+    web: WebSide | None = None,
+    http: socket.socket | None = None,
+    secure: Mapping[str, Any] | None = None,
 ) -> bool:
     """Serve until a signal, then stop: running associations get ``shutdown_timeout`` seconds
     (a second signal aborts them at once). True when every worker stopped cleanly."""
     from dicomnet.server import DicomServer, ServerLimits
 
     limits = ServerLimits(max_associations=config.max_associations)
-    server = DicomServer(factory, config.host, config.port, limits=limits, sock=listening)
+    secure = secure or {}  # TLS and security (cli/security.py)
+    server = DicomServer(factory, config.host, config.port, limits=limits, sock=listening, **secure)
     await server.start()
+    if web is not None and http is not None:
+        await web.start(http, config.storage, writer=factory.index_writer, layout=config.layout,
+                        shutdown_timeout=config.shutdown_timeout)  # fmt: skip
+    audit_application(secure.get("security"), started=True)
     if config.store_as:
         from dicomnet.pixels.pool import default_pool
 
         default_pool().warm()  # the codec workers, before the first instance arrives
     stop = _on_signals()
     _announce(config, server, factory, is_worker=children is None)
+    if web is not None and children is not None:
+        web.announce()
     await stop.wait()
+    web_closing = asyncio.ensure_future(web.close()) if web is not None else None
     log.info(
         "stopping: %d running association(s) get %g s to finish (signal again to abort)",
         server.active,
@@ -434,6 +502,8 @@ async def _serve(
         await server.close(abort_after=0)
     await closing
     second.cancel()
+    if web_closing is not None:
+        await web_closing
     clean = True
     if children is not None:  # the parent: stop the workers, then clean up after all of them
         if children:
@@ -443,6 +513,7 @@ async def _serve(
         except OSError as exc:
             log.warning("temporary files left in %s: %s", config.storage / ".incoming", exc)
     log.info("stopped after %d association(s)", server.associations_served)
+    audit_application(secure.get("security"), started=False)
     return clean
 
 
@@ -474,8 +545,10 @@ def _announce(
             ", ".join(f"{ae}={h}:{p}" for ae, (h, p) in config.peers.items()) or "none",
         )
     if not is_worker:
+        tls = "" if server.ssl is None else " (TLS)" if server.tls_port is None else ""
+        tls += f" and TLS on {server.tls_port}" if server.tls_port is not None else ""
         click.echo(
-            f"dicomnet serve: listening on {config.host}:{server.port} as {config.aet}, "
+            f"dicomnet serve: listening on {config.host}:{server.port}{tls} as {config.aet}, "
             f"storing into {config.storage}"
             + (f" with {config.workers} processes" if config.workers > 1 else "")
             + " (Ctrl-C to stop)",

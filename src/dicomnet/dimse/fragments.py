@@ -1,10 +1,15 @@
-"""Splitting DIMSE messages into P-DATA-TF PDUs and reassembling received PDVs
+"""Framing DIMSE messages as P-DATA-TF PDUs and reassembling received PDVs
 (PS3.7 §8, PS3.8 §9.3.5 and Annex E).
 
-Rules: a PDV never carries more than the peer's maximum PDU length allows (the maximum covers the
-P-DATA-TF variable field, PS3.8 D.1: 4 bytes of PDV item length + 2 of header + data). Command
-fragments are collected (a command set is small and capped); data set fragments are passed on
-as they come, without copying, for the caller to stream to a file. Fragments out of order raise
+Rules: this is the one place that frames outgoing P-DATA (``frame_message``; the sans-I/O
+``Connection.send_message`` calls it once the state table allowed the P-DATA request). One PDV
+per PDU; a PDV never carries more than the peer's maximum PDU length allows (the maximum covers
+the P-DATA-TF variable field, PS3.8 D.1: 4 bytes of PDV item length + 2 of header + data), and
+fragments are of even length whenever the maximum allows two bytes or more (PS3.8 E.1). A data set
+is never copied here: framing returns each PDU's header with the byte range of the data set it
+carries, for the caller to pass its data through (h11's ``send_with_data_passthrough``). Received
+command fragments are collected (a command set is small and capped); data set fragments are passed
+on as they come, without copying, for the caller to stream to a file. Fragments out of order raise
 ``DIMSEError``.
 """
 
@@ -16,50 +21,81 @@ from dicomnet.dimse.commands import Message, decode_message
 from dicomnet.errors import DIMSEError
 from dicomnet.pdu import PDV, encode_pdata_header
 
-# Fragment size when the peer announces no maximum (0 = unlimited).
-UNLIMITED_FRAGMENT = 1 << 20
+# Largest PDV value we send: when the peer announces no maximum (0 = unlimited) or a larger one,
+# a fragment still has to fit one buffer per PDU.
+MAX_FRAGMENT = 1 << 20
 
 
 def pdv_data_limit(max_pdu_length: int) -> int:
-    """The largest PDV value (data bytes) one P-DATA-TF may carry for this maximum PDU length."""
-    if max_pdu_length == 0:
-        return UNLIMITED_FRAGMENT
+    """The largest PDV value (data bytes) one P-DATA-TF may carry for the peer's maximum PDU
+    length: the maximum less the 6 bytes of PDV item header (PS3.8 D.1), rounded down to an even
+    number (PS3.8 E.1: every fragment is of even length), capped at ``MAX_FRAGMENT``."""
+    if max_pdu_length == 0 or max_pdu_length - 6 > MAX_FRAGMENT:
+        return MAX_FRAGMENT
     if max_pdu_length < 7:
         raise ValueError(f"maximum PDU length {max_pdu_length} cannot carry any data")
-    return max_pdu_length - 6
+    limit = max_pdu_length - 6
+    # A maximum of 7 leaves one byte a PDV: odd, but the only way to honour the peer's limit.
+    return limit if limit == 1 else limit & ~1
 
 
-def _split(
-    out: list[bytes], context_id: int, data: bytes | memoryview, is_command: bool, limit: int
-) -> None:
-    view = memoryview(data)
-    total = len(view)
-    if total == 0:
-        out.append(encode_pdata_header(context_id, is_command, True, 0))
-        return
-    pos = 0
-    while pos < total:
-        n = min(limit, total - pos)
-        last = pos + n == total
-        out.append(
-            encode_pdata_header(context_id, is_command, last, n) + view[pos : pos + n].tobytes()
-        )
-        pos += n
+#: One PDU of a data set: its 12 header bytes (PS3.8 Table 9-22 and 9-23 up to and with the
+#: message control header) and the ``[start, stop)`` range of data set bytes that follows them.
+DatasetPDU = tuple[bytes, int, int]
 
 
-def fragment_message(
-    context_id: int,
-    command: bytes,
-    dataset: bytes | memoryview | None,
-    max_pdu_length: int,
-) -> list[bytes]:
-    """Encoded P-DATA-TF PDUs, one PDV each: the command set, then the data set if any."""
-    limit = pdv_data_limit(max_pdu_length)
-    out: list[bytes] = []
-    _split(out, context_id, command, True, limit)
-    if dataset is not None:
-        _split(out, context_id, dataset, False, limit)
+@dataclass(slots=True)
+class FramedMessage:
+    """One DIMSE message framed as P-DATA-TF PDUs: ``command`` is the command set's PDUs, ready
+    to write; ``dataset`` the data set's PDUs as headers and byte ranges (empty without a data
+    set), for the data to be passed through from memory (``with_data``) or read from a file
+    straight behind each header."""
+
+    command: bytes
+    dataset: list[DatasetPDU]
+    dataset_length: int | None
+
+    def with_data(self, data: bytes | bytearray | memoryview) -> list[bytes | memoryview]:
+        """Every PDU of the message, in order: the command PDUs, then each data set PDU's header
+        followed by its slice of ``data`` (a view, not a copy). Join them for one write."""
+        if len(data) != self.dataset_length:
+            raise ValueError(
+                f"data set of {len(data)} bytes for a message framed for {self.dataset_length}"
+            )
+        view = memoryview(data)
+        out: list[bytes | memoryview] = [self.command]
+        for header, start, stop in self.dataset:
+            out += (header, view[start:stop])
+        return out
+
+
+def _pdus(context_id: int, is_command: bool, length: int, limit: int) -> list[DatasetPDU]:
+    """Headers and ranges of the PDUs carrying ``length`` bytes, ``limit`` at most per PDV; an
+    empty part is one empty last fragment."""
+    if length <= limit:
+        return [(encode_pdata_header(context_id, is_command, True, length), 0, length)]
+    out = []
+    for start in range(0, length, limit):
+        stop = min(start + limit, length)
+        header = encode_pdata_header(context_id, is_command, stop == length, stop - start)
+        out.append((header, start, stop))
     return out
+
+
+def frame_message(
+    context_id: int, command: bytes, dataset_length: int | None, max_pdu_length: int
+) -> FramedMessage:
+    """Frame a message for a peer whose maximum PDU length is ``max_pdu_length`` (0 =
+    unlimited): the command set's PDUs encoded, then the headers of the ``dataset_length``
+    bytes of data set (None: the message has none). PS3.7 §8: the command precedes the data."""
+    limit = pdv_data_limit(max_pdu_length)
+    if len(command) <= limit:  # the usual case, kept short: this runs for every message
+        framed = encode_pdata_header(context_id, True, True, len(command)) + command
+    else:
+        pdus = _pdus(context_id, True, len(command), limit)
+        framed = b"".join([header + command[a:b] for header, a, b in pdus])
+    dataset = [] if dataset_length is None else _pdus(context_id, False, dataset_length, limit)
+    return FramedMessage(framed, dataset, dataset_length)
 
 
 @dataclass(slots=True)

@@ -9,11 +9,51 @@ certificate) and the writers in ``audit`` do I/O. Passwords and pixel data never
 line or an audit record.
 
 Modules: ``decisions`` (the shared answer types), ``tls``, ``users``, ``permissions``, ``audit``,
-``limits``.
+``limits``; ``guard`` joins them into what ``DicomServer`` asks at each step of an association
+(``ServerSecurity``), the only module here that knows the order of those steps.
 """
 
 from __future__ import annotations
 
-from dicomnet.security.decisions import Decision, RejectAnswer, SecurityConfigError
+from dicomnet.security.audit import Auditor, JsonLinesWriter, Node, SyslogWriter
+from dicomnet.security.decisions import (
+    Decision,
+    RejectAnswer,
+    RequestRefused,
+    SecurityConfigError,
+)
+from dicomnet.security.guard import ServerSecurity
+from dicomnet.security.limits import AssociationLimiter, parse_size
+from dicomnet.security.permissions import Permissions, load_permissions
+from dicomnet.security.tls import (
+    DICOM_TLS_PORT,
+    PeerCertificate,
+    TLSSettings,
+    client_context,
+    server_context,
+)
+from dicomnet.security.users import hash_password, load_users, verify_password
 
-__all__ = ["Decision", "RejectAnswer", "SecurityConfigError"]
+__all__ = [
+    "DICOM_TLS_PORT",
+    "AssociationLimiter",
+    "Auditor",
+    "Decision",
+    "JsonLinesWriter",
+    "Node",
+    "PeerCertificate",
+    "Permissions",
+    "RejectAnswer",
+    "RequestRefused",
+    "SecurityConfigError",
+    "ServerSecurity",
+    "SyslogWriter",
+    "TLSSettings",
+    "client_context",
+    "hash_password",
+    "load_permissions",
+    "load_users",
+    "parse_size",
+    "server_context",
+    "verify_password",
+]

@@ -263,6 +263,14 @@ class Node:
 
 
 def _peer(party: Party, requestor: bool, role: Code | None) -> Participant:
+    if not party.ae_title:  # refused before any A-ASSOCIATE-RQ: known only by its address
+        return Participant(
+            party.host or "unknown",
+            requestor,
+            role,
+            user_id_type=None,
+            network_access_point=party.host or None,
+        )
     return Participant(
         party.ae_title,
         requestor,

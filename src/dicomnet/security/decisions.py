@@ -26,6 +26,16 @@ class SecurityConfigError(DicomNetError):
     the message names the table and key, what was found and what was expected."""
 
 
+class RequestRefused(DicomNetError):
+    """A request refused before its handler ran (a C-STORE while its data set arrives: not
+    authorized, too little free disk, too large): ``status`` is the answer, ``reason`` why."""
+
+    def __init__(self, reason: str, status: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
 class RejectAnswer(NamedTuple):
     """The three fields of an A-ASSOCIATE-RJ (PS3.8 §9.3.4)."""
 

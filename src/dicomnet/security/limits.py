@@ -156,7 +156,8 @@ def check_free_space(path: str | os.PathLike[str], min_free: int, incoming: int 
     left = available - incoming
     if left < min_free:
         return Decision.refuse_request(
-            f"{_mib(available)} free on {os.fspath(path)}, below the minimum of {_mib(min_free)}",
+            f"free disk below the minimum of {_mib(min_free)}: {_mib(available)} free on "
+            f"{os.fspath(path)}",
             Status.OUT_OF_RESOURCES,
         )
     return Decision.allow(f"{_mib(available)} free")

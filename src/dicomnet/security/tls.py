@@ -12,9 +12,9 @@ reported only when it was verified: an unverified one names nobody.
 
 The handshake timeout is asyncio's ``ssl_handshake_timeout``; ``TLSSettings.server_kwargs()``
 hands it to ``loop.create_server`` with the context. asyncio keeps a failed server-side handshake
-to itself (not even a log line), so a server that must log and audit them accepts plain TCP and
-upgrades with ``TLSAcceptor``, which reports every failure with its cause
-(``describe_tls_error``) and the peer's address. The registered port for DICOM over TLS is 2762
+to itself (not even a log line), so a server that must log and audit them accepts the TCP
+connections itself and upgrades each with ``TLSListener``, which reports every failure with its
+cause (``describe_tls_error``) and the peer's address. The registered port for DICOM over TLS is 2762
 (PS3.15 B.1 note).
 """
 
@@ -24,9 +24,11 @@ import asyncio
 import logging
 import os
 import re
+import socket
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -285,7 +287,10 @@ def peer_certificate(transport: asyncio.BaseTransport) -> PeerCertificate | None
     ssl_object = transport.get_extra_info("ssl_object")
     if ssl_object is None:
         return None
-    cert = ssl_object.getpeercert()
+    try:
+        cert = ssl_object.getpeercert()
+    except ValueError:  # the handshake did not finish, or the connection is gone already
+        return None
     return certificate_from_dict(cert) if cert else None
 
 
@@ -303,7 +308,10 @@ def tls_session(transport: asyncio.BaseTransport) -> TLSSession | None:
     ssl_object = transport.get_extra_info("ssl_object")
     if ssl_object is None:
         return None
-    cipher = ssl_object.cipher()
+    try:
+        cipher = ssl_object.cipher()
+    except ValueError:
+        return None
     if cipher is None:
         return None
     name, _protocol, bits = cipher
@@ -384,6 +392,8 @@ def subject_matches(configured: str, actual: str) -> bool:
 
 _REASONS = {
     "WRONG_VERSION_NUMBER": "the peer did not speak TLS (plain DICOM to the TLS port?)",
+    # A client reading a server's answer that is no TLS record.
+    "CLIENT:WRONG_VERSION_NUMBER": "the server did not answer in TLS (a port without TLS?)",
     "HTTP_REQUEST": "the peer sent HTTP, not TLS",
     "PACKET_LENGTH_TOO_LONG": "the peer did not speak TLS",
     "RECORD_LAYER_FAILURE": "the peer did not speak TLS",
@@ -395,8 +405,11 @@ _REASONS = {
 }
 
 
-def describe_tls_error(exc: BaseException, handshake_timeout: float | None = None) -> str:
-    """Why a TLS handshake failed, in a sentence for the log and the audit record."""
+def describe_tls_error(
+    exc: BaseException, handshake_timeout: float | None = None, *, client: bool = False
+) -> str:
+    """Why a TLS handshake failed, in a sentence for the log and the audit record (``client``:
+    seen from the client's side)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"the peer's certificate did not verify: {exc.verify_message or exc.reason}"
     # asyncio (and uvloop) end a handshake that outlives ssl_handshake_timeout with a
@@ -408,6 +421,8 @@ def describe_tls_error(exc: BaseException, handshake_timeout: float | None = Non
         return f"the TLS handshake was not finished{within}"
     if isinstance(exc, ssl.SSLError):
         reason = str(exc.reason or "")
+        if client and f"CLIENT:{reason}" in _REASONS:
+            return _REASONS[f"CLIENT:{reason}"]
         if reason in _REASONS:
             return _REASONS[reason]
         for prefix in ("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_"):
@@ -429,113 +444,122 @@ class TLSHandshakeError(DicomNetError):
         self.peer = peer
 
 
-class TLSAcceptor(asyncio.Protocol):
-    """The protocol of a freshly accepted plain TCP connection on a TLS port: it upgrades the
-    connection (``loop.start_tls``, with the handshake timeout) and only then creates the real
-    protocol with ``protocol_factory`` and hands it the TLS transport (``connection_made``).
+class TLSListener:
+    """Accepts TCP connections on a listening socket and upgrades each to TLS before any DICOM
+    byte is read (``loop.connect_accepted_socket`` with the context and the handshake timeout);
+    only then is the real protocol created, with ``protocol_factory``, and handed the TLS
+    transport. asyncio and uvloop alike: the TLS protocol is in place before the socket is read
+    (an upgrade of an already-connected transport with ``start_tls`` can lose the ClientHello
+    on uvloop, which starts reading as soon as the connection is made).
 
     ``on_connect(host, port)`` may refuse a connection before any TLS byte (return False: it is
-    closed), e.g. too many pending handshakes from one address; ``on_failure(TLSHandshakeError)``
-    hears every failed handshake, for the log and the audit trail. The real protocol is never
-    created for a peer that did not authenticate."""
+    closed), e.g. too many connections from one address; ``on_failure(TLSHandshakeError)``
+    hears every failed handshake, for the audit trail (the listener logs it);
+    ``on_dropped(host, port)`` hears of every connection ``on_connect`` let in that ends before
+    the real protocol has it (a failed handshake, the server closing), so that what
+    ``on_connect`` counted can be given back. The real protocol is never created for a peer that
+    did not authenticate."""
 
     def __init__(
         self,
+        sock: socket.socket,
         protocol_factory: Callable[[], asyncio.BaseProtocol],
         context: ssl.SSLContext,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         *,
         on_connect: Callable[[str, int], bool] | None = None,
         on_failure: Callable[[TLSHandshakeError], None] | None = None,
-        on_done: Callable[[str, int], None] | None = None,
+        on_dropped: Callable[[str, int], None] | None = None,
     ) -> None:
+        sock.setblocking(False)
+        self.sock = sock
         self.protocol_factory = protocol_factory
         self.context = context
         self.handshake_timeout = handshake_timeout
         self.on_connect = on_connect
         self.on_failure = on_failure
-        self.on_done = on_done
-        self.task: asyncio.Task[None] | None = None
+        self.on_dropped = on_dropped
+        self._accepting: asyncio.Task[None] | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        # Nothing may be read before the TLS protocol is in place (start_tls pauses too, but
-        # only once it runs).
-        transport.pause_reading()
-        peer = transport.get_extra_info("peername") or ("", 0)
-        host, port = str(peer[0]), int(peer[1])
-        if self.on_connect is not None and not self.on_connect(host, port):
-            transport.abort()
-            return
-        self.task = asyncio.get_running_loop().create_task(self._upgrade(transport, host, port))
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
 
-    async def _upgrade(self, transport: asyncio.Transport, host: str, port: int) -> None:
+    def start(self) -> None:
+        if self._accepting is None:
+            self._accepting = asyncio.get_running_loop().create_task(self._accept())
+
+    async def _accept(self) -> None:
         loop = asyncio.get_running_loop()
-        holding = _Holding()
+        while True:
+            try:
+                conn, address = await loop.sock_accept(self.sock)
+            except OSError as exc:  # out of file descriptors and the like: wait, go on
+                log.warning("accepting a TLS connection failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            host, port = str(address[0]), int(address[1])
+            if self.on_connect is not None and not self.on_connect(host, port):
+                conn.close()
+                continue
+            task = loop.create_task(self._upgrade(conn, host, port))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    async def _upgrade(self, conn: socket.socket, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            tls_transport = await loop.start_tls(
-                transport,
-                holding,
-                self.context,
-                server_side=True,
+            await loop.connect_accepted_socket(
+                partial(_Deferred, self.protocol_factory),
+                conn,
+                ssl=self.context,
                 ssl_handshake_timeout=self.handshake_timeout,
             )
         except (OSError, TimeoutError, EOFError, ssl.SSLError) as exc:
             failure = TLSHandshakeError(
                 describe_tls_error(exc, self.handshake_timeout), (host, port)
             )
-            log.info("%s", failure)
-            transport.abort()
+            log.warning("%s", failure)
+            conn.close()
             if self.on_failure is not None:
                 self.on_failure(failure)
-            if self.on_done is not None:
-                self.on_done(host, port)
-            return
-        if self.on_done is not None:
-            self.on_done(host, port)
-        if tls_transport is None or tls_transport.is_closing() or holding.lost:
-            return
-        real = self.protocol_factory()
-        tls_transport.set_protocol(real)
-        real.connection_made(tls_transport)
-        holding.hand_over(real)
+            self._dropped(host, port)
+        except asyncio.CancelledError:  # the server is closing
+            conn.close()
+            self._dropped(host, port)
+            raise
+
+    def _dropped(self, host: str, port: int) -> None:
+        if self.on_dropped is not None:
+            self.on_dropped(host, port)
+
+    def close(self) -> None:
+        """Stop accepting and give up the handshakes still running."""
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for task in list(self._handshakes):
+            task.cancel()
+        self.sock.close()
+
+    async def wait_closed(self) -> None:
+        tasks = [t for t in (self._accepting, *self._handshakes) if t is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Deferred(asyncio.Protocol):
+    """Stands in for the real protocol while the handshake runs, so that a connection that
+    never authenticates costs no more than this (an association allocates its receive buffer);
+    the TLS transport calls ``connection_made`` once the handshake is done, before any data."""
+
+    def __init__(self, factory: Callable[[], asyncio.BaseProtocol]) -> None:
+        self.factory = factory
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        real = self.factory()
+        transport.set_protocol(real)
+        real.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        pass  # the handshake's own waiter reports a connection lost during the handshake
-
-
-class _Holding(asyncio.Protocol):
-    """Stands in for the real protocol during the handshake and keeps what arrives between the
-    end of the handshake and the hand-over (a TLS 1.3 client may send its A-ASSOCIATE-RQ in the
-    same flight as its Finished message); ``hand_over`` gives it to the real protocol."""
-
-    def __init__(self) -> None:
-        self.data: list[bytes] = []
-        self.eof = False
-        self.lost = False
-
-    def data_received(self, data: bytes) -> None:
-        self.data.append(bytes(data))
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        return True  # keep the transport open until the real protocol decides
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-
-    def hand_over(self, protocol: asyncio.BaseProtocol) -> None:
-        for chunk in self.data:
-            if isinstance(protocol, asyncio.BufferedProtocol):
-                view = memoryview(chunk)
-                while view:
-                    buffer = memoryview(protocol.get_buffer(len(view))).cast("B")
-                    n = min(len(buffer), len(view))
-                    buffer[:n] = view[:n]
-                    protocol.buffer_updated(n)
-                    view = view[n:]
-            elif isinstance(protocol, asyncio.Protocol):
-                protocol.data_received(chunk)
-        self.data.clear()
-        if self.eof and isinstance(protocol, asyncio.Protocol | asyncio.BufferedProtocol):
-            protocol.eof_received()
+        pass  # only before the hand-over; the handshake's failure is reported by the listener

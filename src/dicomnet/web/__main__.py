@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cors-origin", action="append", default=[])
     parser.add_argument("--max-stow-bytes", type=int, default=None)
     parser.add_argument("--no-fsync", action="store_true")
+    parser.add_argument("--viewer", choices=["ohif", "none"], default=None)
+    parser.add_argument("--viewer-dir", default=None, help="a prebuilt OHIF (make ohif)")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -49,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             public_url=args.public_url,
             cors_origins=tuple(args.cors_origin),
             fsync=not args.no_fsync,
+            viewer=args.viewer,
+            viewer_dir=args.viewer_dir,
             **extra,
         )
     except ValueError as exc:
@@ -63,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(config: WebConfig, storage: Path, index: SQLiteIndex) -> None:
-    app = create_app(config, storage, index)
+    try:
+        app = create_app(config, storage, index)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     server = WebServer(app, config.host, config.port)
     await server.start()
     stop = asyncio.Event()

@@ -2,7 +2,7 @@
 existing event loop (beside ``DicomServer``).
 
 Rules: the DICOMweb root is ``/dicom-web`` (as Orthanc's), WADO-URI is ``/wado``, the page is
-``/``. Every failure is an HTTP status with a plain-text reason and a log line, never a
+``/``, a prebuilt viewer (OHIF) ``/viewer`` when configured. Every failure is an HTTP status with a plain-text reason and a log line, never a
 traceback to the client; an unexpected exception is a 500 with its reason logged. CORS headers
 are sent only to origins listed in the configuration (``*`` allows any origin, without
 credentials); every answer carries ``X-Content-Type-Options: nosniff``. The server shares the
@@ -24,7 +24,7 @@ from aiohttp import web
 from dicomnet.archive.index import Index
 from dicomnet.archive.metadata import MetadataStore
 from dicomnet.archive.storage import DEFAULT_LAYOUT
-from dicomnet.web import frames, page, render, stow, wado, wado_uri
+from dicomnet.web import frames, page, render, stow, viewer, wado, wado_uri
 from dicomnet.web.common import (
     ARCHIVE,
     Archive,
@@ -151,7 +151,8 @@ def create_app(
     ``store`` is the metadata cache (default: one on the index's SQLite file, closed with the
     application); ``writer`` the ``services.storage.IndexWriter`` shared with the DICOM storage
     service (STOW writes its rows through it, and searches flush it first); without one, STOW
-    writes rows directly.
+    writes rows directly. With ``config.viewer_dir`` a prebuilt viewer is served at
+    ``/viewer`` (ValueError when the folder holds none).
     """
     owns_store = False
     if store is None:
@@ -175,6 +176,8 @@ def create_app(
     add("GET", f"{ROOT}/instances", _search(3, True))
     for module in (wado, frames, render, stow, wado_uri, page):
         module.add_routes(app, ROOT)
+    if config.viewer_dir is not None:
+        viewer.add_routes(app, config.viewer_dir)
 
     async def close_store(_app: web.Application) -> None:
         if owns_store and store is not None:

@@ -6,14 +6,16 @@ holding instances in memory. Rules: a retrieve streams the multipart answer part
 temporary files in the destination folder, renamed ``<SOPInstanceUID>.dcm`` once complete (a
 broken answer leaves no partial file); a store streams the files as one multipart/related body
 (chunked, never all in memory); a status other than success raises ``DicomWebError`` with the
-server's reason; 202 (some stored) returns the answer for the caller to inspect.
+server's reason (and its DICOM JSON answer when it sent one: a STOW 409 names each failed
+instance); 202 (some stored) returns the answer for the caller to inspect. The ``Warning``
+headers of the last answer are kept in ``warnings`` (QIDO: "there are more results").
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -42,11 +44,15 @@ _CHUNK = 1 << 20
 class DicomWebError(DicomNetError):
     """A DICOMweb request that did not succeed: the HTTP status and the server's reason."""
 
-    def __init__(self, status: int, reason: str, url: str) -> None:
+    def __init__(
+        self, status: int, reason: str, url: str, answer: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(f"{url}: HTTP {status}: {reason}")
         self.status = status
         self.reason = reason
         self.url = url
+        #: The server's DICOM JSON answer, when it sent one (a STOW-RS 409 or 4xx).
+        self.answer = answer
 
 
 def _path(*uids: str | None) -> str:
@@ -77,6 +83,8 @@ class DicomWebClient:
         self._session = session
         self._headers = dict(headers or {})
         self._timeout = aiohttp.ClientTimeout(total=None, sock_read=timeout, sock_connect=timeout)
+        #: The Warning header values of the last answer.
+        self.warnings: list[str] = []
 
     async def __aenter__(self) -> DicomWebClient:
         if self._session is None:
@@ -101,6 +109,7 @@ class DicomWebClient:
         return self._session
 
     async def _check(self, response: aiohttp.ClientResponse) -> None:
+        self.warnings = response.headers.getall("Warning", [])
         if response.status in (200, 202, 204, 206):
             return
         text = (await response.text(errors="replace"))[:500].strip()
@@ -114,17 +123,19 @@ class DicomWebClient:
         *,
         study: str | None = None,
         series: str | None = None,
-        filters: Mapping[str, str] | None = None,
+        filters: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
         fields: Sequence[str] = (),
         limit: int | None = None,
         offset: int | None = None,
         fuzzy: bool | None = None,
     ) -> list[dict[str, Any]]:
         """QIDO-RS at ``level`` (studies, series, instances), under ``study``/``series`` when
-        given; ``filters`` are keyword or tag keys with their match values."""
+        given; ``filters`` are keyword or tag keys with their match values (a mapping, or
+        pairs when a key repeats)."""
         if level not in ("studies", "series", "instances"):
             raise ValueError(f"level {level!r}: studies, series or instances")
-        params: list[tuple[str, str]] = list((filters or {}).items())
+        pairs = filters.items() if isinstance(filters, Mapping) else filters or ()
+        params: list[tuple[str, str]] = [(str(k), str(v)) for k, v in pairs]
         params += [("includefield", f) for f in fields]
         if limit is not None:
             params.append(("limit", str(limit)))
@@ -170,9 +181,11 @@ class DicomWebClient:
         instance: str | None = None,
         *,
         transfer_syntax: str | None = "*",
+        on_saved: Callable[[Path], None] | None = None,
     ) -> list[Path]:
         """Retrieve a study, series or instance into ``folder`` as ``<SOPInstanceUID>.dcm``
-        files; ``transfer_syntax`` None asks for the server's default (Explicit VR LE)."""
+        files; ``transfer_syntax`` None asks for the server's default (Explicit VR LE).
+        ``on_saved`` is called with each file as soon as it is complete."""
         target = Path(folder)
         target.mkdir(parents=True, exist_ok=True)
         accept = 'multipart/related; type="application/dicom"'
@@ -185,6 +198,8 @@ class DicomWebClient:
             media = parse_media_type(r.headers.get("Content-Type", ""))
             if media is None or media.type != "multipart/related":
                 saved.append(await _save_single(r, target))
+                if on_saved is not None:
+                    on_saved(saved[-1])
                 return saved
             parser = MultipartParser(boundary_from(media.params), max_parts=1_000_000)
             writer = _PartWriter(target)
@@ -194,6 +209,8 @@ class DicomWebClient:
                         done = writer.handle(event)
                         if done is not None:
                             saved.append(done)
+                            if on_saved is not None:
+                                on_saved(done)
                     if parser.done:
                         break
                 parser.close()
@@ -205,10 +222,15 @@ class DicomWebClient:
     # --- STOW-RS
 
     async def store(
-        self, paths: Iterable[str | os.PathLike[str]], *, study: str | None = None
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        study: str | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
         """STOW-RS of Part 10 files in one streamed request; returns the server's answer
-        (DicomWebError when nothing was stored)."""
+        (DicomWebError when nothing was stored). ``progress`` is called with the number of
+        bytes of each chunk as it is handed to the connection."""
         files = [Path(p) for p in paths]
         if not files:
             raise ValueError("no file to store")
@@ -220,16 +242,34 @@ class DicomWebClient:
             "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
             "Accept": DICOM_JSON,
         }
-        async with self.session.post(url, data=_body(files, boundary), headers=headers) as r:
-            if r.status == 409:
-                text = await r.text(errors="replace")
-                raise DicomWebError(409, f"no instance was stored: {text[:300]}", url)
+        body = _body(files, boundary, progress)
+        async with self.session.post(url, data=body, headers=headers) as r:
+            if r.status >= 400 and _is_json(r):
+                failed = await _json_or_none(r)
+                why = "no instance was stored" if r.status == 409 else r.reason or ""
+                self.warnings = r.headers.getall("Warning", [])
+                raise DicomWebError(r.status, why, url, failed)
             await self._check(r)
             answer: dict[str, Any] = await r.json(content_type=None)
             return answer
 
 
-async def _body(files: list[Path], boundary: str) -> AsyncIterator[bytes]:
+def _is_json(response: aiohttp.ClientResponse) -> bool:
+    media = parse_media_type(response.headers.get("Content-Type", ""))
+    return media is not None and media.type in (DICOM_JSON, "application/json")
+
+
+async def _json_or_none(response: aiohttp.ClientResponse) -> dict[str, Any] | None:
+    try:
+        answer = await response.json(content_type=None)
+    except ValueError:
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
+async def _body(
+    files: list[Path], boundary: str, progress: Callable[[int], None] | None = None
+) -> AsyncIterator[bytes]:
     for n, path in enumerate(files):
         yield (
             ("\r\n" if n else "") + f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n"
@@ -237,6 +277,8 @@ async def _body(files: list[Path], boundary: str) -> AsyncIterator[bytes]:
         with open(path, "rb") as f:
             while chunk := f.read(_CHUNK):
                 yield chunk
+                if progress is not None:
+                    progress(len(chunk))
     yield f"\r\n--{boundary}--\r\n".encode()
 
 

@@ -12,10 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["WebConfig", "DEFAULT_HTTP_PORT"]
+__all__ = ["WebConfig", "DEFAULT_HTTP_PORT", "DEFAULT_OHIF_DIR", "VIEWERS"]
 
 #: The HTTP port beside DICOM's 11112 (Orthanc's).
 DEFAULT_HTTP_PORT = 8042
+#: Where ``make ohif`` unpacks the prebuilt OHIF viewer (relative to the current folder).
+DEFAULT_OHIF_DIR = "ohif/dist"
+#: Viewers ``viewer`` can name.
+VIEWERS = ("ohif",)
 
 _URL_RE = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~\-/]*)?$")
 
@@ -30,6 +34,8 @@ class WebConfig:
     from the listening address. Forwarded and X-Forwarded-* headers are never trusted.
     ``cors_origins``: origins (``https://viewer.example``) allowed to call from a browser page
     of another origin; ``"*"`` allows any (never with credentials). Empty: same origin only.
+    ``viewer``: ``"ohif"`` serves a prebuilt OHIF viewer at ``/viewer`` from ``viewer_dir``
+    (default ``ohif/dist``, where ``make ohif`` puts it); ``viewer_dir`` alone implies it.
     """
 
     host: str = "127.0.0.1"
@@ -51,6 +57,8 @@ class WebConfig:
     #: Rendered images: largest output side, and the largest source image (pixels) rendered.
     max_render_side: int = 4096
     max_render_pixels: int = 100_000_000
+    viewer: str | None = None
+    viewer_dir: str | None = None
     fsync: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -77,6 +85,15 @@ class WebConfig:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
         if self.qido_default_limit > self.qido_max_limit:
             raise ValueError("qido_default_limit is larger than qido_max_limit")
+        if self.viewer in ("", "none"):
+            self.viewer = None
+        if self.viewer is not None and self.viewer not in VIEWERS:
+            raise ValueError(f"viewer {self.viewer!r}: one of {', '.join(VIEWERS)} or none")
+        if self.viewer_dir is not None:
+            self.viewer_dir = str(self.viewer_dir)
+            self.viewer = self.viewer or "ohif"
+        elif self.viewer == "ohif":
+            self.viewer_dir = DEFAULT_OHIF_DIR
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is out of range")
 

@@ -281,10 +281,15 @@ def run_search(
     query.update(search.keys)
     level_name = LEVEL_NAMES[search.level]
     try:
-        rows: Iterator[dict[str, object]] = index.query(
-            level_name, query, model="STUDY", relational=search.relational
-        )
-        page = list(islice(rows, search.offset, search.offset + search.limit + 1))
+        paged = getattr(index, "query_page", None)  # SQLiteIndex: the page chosen by SQLite
+        if paged is not None:
+            page = list(paged(level_name, query, model="STUDY", relational=search.relational,
+                              offset=search.offset, limit=search.limit + 1))  # fmt: skip
+        else:
+            rows: Iterator[dict[str, object]] = index.query(
+                level_name, query, model="STUDY", relational=search.relational
+            )
+            page = list(islice(rows, search.offset, search.offset + search.limit + 1))
     except QueryError as exc:
         raise QidoError(str(exc)) from None
     more = len(page) > search.limit

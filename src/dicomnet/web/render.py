@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import re
 from collections import OrderedDict
@@ -121,6 +122,9 @@ def render(path: Path, fragment: Fragment, number: int, options: RenderOptions,
     rows, columns = fragment.rows or 0, fragment.columns or 0
     if rows * columns > max_pixels:
         raise HTTPProblem(413, f"{columns}x{rows} is larger than this server renders")
+    fast = _native_grey(path, fragment, number - 1, options)
+    if fast is not None:
+        return _encode(fast, options)
     try:
         ds, arr = _frame_pixels(path, number - 1)
     except (NotImplementedError, RuntimeError, ValueError) as exc:
@@ -152,6 +156,10 @@ def render(path: Path, fragment: Fragment, number: int, options: RenderOptions,
         if photometric == "MONOCHROME1":
             scaled = 255.0 - scaled
         image = Image.fromarray(scaled.clip(0, 255).astype(np.uint8), "L")
+    return _encode(image, options)
+
+
+def _encode(image: Any, options: RenderOptions) -> bytes:
     if options.viewport is not None:
         image.thumbnail(options.viewport)
     out = io.BytesIO()
@@ -160,6 +168,94 @@ def render(path: Path, fragment: Fragment, number: int, options: RenderOptions,
     else:
         image.save(out, "JPEG", quality=options.quality)
     return out.getvalue()
+
+
+def _value(document: dict[str, Any], tag: str) -> Any:
+    values = (document.get(tag) or {}).get("Value")
+    return values[0] if values else None
+
+
+def _native_grey(path: Path, fragment: Fragment, index: int, options: RenderOptions) -> Any:
+    """The frame as an 8-bit PIL image, read straight from the file and windowed through a
+    lookup table over the stored values, for the common case: native little endian, one
+    sample, 8 or 16 bits allocated, a linear Modality LUT (Rescale Slope/Intercept) and no VOI
+    LUT Sequence (PS3.3 C.11.1, C.11.2). None for anything else (pydicom's path handles it).
+    The same numbers as the general path; one pass over the pixels instead of a parse and
+    several float arrays."""
+    import numpy as np
+    from PIL import Image
+
+    bits = fragment.bits_allocated
+    if (
+        fragment.pixel_tag != 0x7FE00010
+        or fragment.encapsulated
+        or not fragment.little_endian
+        or fragment.pixel_offset is None
+        or fragment.transfer_syntax_uid == "1.2.840.10008.1.2.1.99"  # deflated: offsets differ
+        or (fragment.samples_per_pixel or 1) != 1
+        or bits not in (8, 16)
+        or not fragment.rows
+        or not fragment.columns
+    ):
+        return None
+    try:
+        document = json.loads(fragment.json)
+    except ValueError:
+        return None
+    photometric = str(_value(document, "00280004") or "MONOCHROME2").strip()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2") or "00283010" in document:
+        return None  # a VOI LUT Sequence, or colour: the general path
+    if "00283000" in document:  # a Modality LUT Sequence
+        return None
+    stored = _value(document, "00280101") or bits
+    signed = _value(document, "00280103") == 1
+    try:
+        slope = float(_value(document, "00281053") or 1.0)
+        intercept = float(_value(document, "00281052") or 0.0)
+        stored = int(stored)
+    except (TypeError, ValueError):
+        return None
+    if not 1 <= stored <= bits:
+        return None
+    rows, columns = fragment.rows, fragment.columns
+    frame_bytes = rows * columns * bits // 8
+    with open(path, "rb") as f:
+        f.seek(fragment.pixel_offset + index * frame_bytes)
+        data = f.read(frame_bytes)
+    if len(data) != frame_bytes:
+        return None
+    arr = np.frombuffer(data, "<u2" if bits == 16 else "u1").reshape(rows, columns)
+    if options.viewport is not None:  # subsample a big source first, as the general path does
+        step = max(1, min(rows // options.viewport[1], columns // options.viewport[0]) // 2)
+        if step > 1:
+            arr = arr[::step, ::step]
+    size = 1 << stored
+    codes = arr & (size - 1) if stored < bits else arr
+    if signed:  # two's complement in ``stored`` bits, as an index from the most negative
+        codes = codes ^ (size >> 1)
+    domain = np.arange(size, dtype=np.float64) - ((size >> 1) if signed else 0)
+    values = domain * slope + intercept  # the Modality LUT (PS3.3 C.11.1.1.2)
+    window = options.window or _window_of(document)
+    if window is not None:
+        lut = _windowed(values, *window)
+    else:  # the frame's own range
+        present = values[[int(codes.min()), int(codes.max())]]
+        low, high = float(present.min()), float(present.max())
+        lut = (values - low) * (255.0 / (high - low)) if high > low else values * 0.0
+    if photometric == "MONOCHROME1":
+        lut = 255.0 - lut
+    table = lut.clip(0, 255).astype(np.uint8)
+    return Image.fromarray(table[codes], "L")
+
+
+def _window_of(document: dict[str, Any]) -> tuple[float, float, str] | None:
+    """The first Window Center/Width of a DICOM JSON object (as ``_dataset_window``)."""
+    try:
+        center, width = float(_value(document, "00281050")), float(_value(document, "00281051"))
+    except (TypeError, ValueError):
+        return None
+    function = str(_value(document, "00281056") or "LINEAR").upper()
+    return (center, width, function) if width > 0 else None
 
 
 def _dataset_window(ds: Any) -> tuple[float, float, str] | None:
@@ -185,7 +281,8 @@ def _windowed(values: Any, center: float, width: float, function: str) -> Any:
     import numpy as np
 
     if function == "SIGMOID":
-        return 255.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+        with np.errstate(over="ignore"):  # exp() to infinity far below the center: 0, right
+            return 255.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
     if function == "LINEAR_EXACT":
         return ((values - center) / width + 0.5).clip(0.0, 1.0) * 255.0
     if width <= 1:
