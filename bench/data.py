@@ -142,6 +142,87 @@ def ensure(log: bool = True) -> dict[str, DataSet]:
     return sets
 
 
+JLS_COUNT = 500
+
+
+def _dcmtk_tool(name: str) -> str:
+    """DCMTK's ``name`` (not a Python script of the same name)."""
+    for folder in [*os.environ.get("PATH", "").split(os.pathsep), "/usr/bin", "/usr/local/bin"]:
+        candidate = Path(folder) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            with open(candidate, "rb") as f:
+                if f.read(2) != b"#!":
+                    return str(candidate)
+    raise SystemExit(f"DCMTK's {name} is not installed (apt-get install dcmtk)")
+
+
+def ensure_jls(ct: DataSet, log: bool = True) -> DataSet:
+    """The first ``JLS_COUNT`` CT of ``ct`` compressed to JPEG-LS lossless by DCMTK's
+    ``dcmcjpls`` (same SOP Instance UIDs and, decoded, the same pixels), made once."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder = DATA / "ct-jls"
+    stamp = folder / "VERSION"
+    sources = ct.files[:JLS_COUNT]
+    wanted = f"{VERSION} {len(sources)} {(DATA / 'VERSION').read_text()}"
+    if not stamp.exists() or stamp.read_text() != wanted:
+        start = time.perf_counter()
+        if log:
+            print(f"compressing {len(sources)} CT to JPEG-LS with dcmcjpls (once) ...", flush=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        tool = _dcmtk_tool("dcmcjpls")
+
+        def compress(path: Path) -> None:
+            subprocess.run(
+                [tool, "--encode-lossless", str(path), str(folder / path.name)],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            list(pool.map(compress, sources))
+        stamp.write_text(wanted)
+        if log:
+            print(f"  done in {time.perf_counter() - start:.1f} s", flush=True)
+    files = sorted(folder.glob("*.dcm"))
+    return DataSet("ct-jls", files, {f.name: ct.manifest[f.name] for f in files})
+
+
+def verify_decoded(folder: Path, expected: dict[str, tuple[int, str]]) -> str | None:
+    """``verify`` for instances stored in any transfer syntax: each file's pixel data is
+    decoded by pydicom and its bytes hashed."""
+    files = received_files(folder)
+    if len(files) != len(expected):
+        return f"{len(files)} files received, {len(expected)} expected"
+    seen: set[str] = set()
+    for path in files:
+        try:
+            ds = dcmread(path)
+            uid = str(ds.SOPInstanceUID)
+            if uid not in expected or uid in seen:
+                return f"{path.name}: unexpected or repeated SOP Instance UID {uid}"
+            seen.add(uid)
+            length, digest = expected[uid]
+            pixels = ds.pixel_array.astype("<u2").tobytes()
+            if len(pixels) != length or hashlib.sha1(pixels).hexdigest() != digest:
+                return f"{path.name}: decoded pixels differ from what was sent"
+        except Exception as exc:
+            return f"{path.name}: unreadable ({exc})"
+    return None
+
+
+def syntaxes(folder: Path) -> dict[str, int]:
+    """How many received files are in each transfer syntax."""
+    counts: dict[str, int] = {}
+    for path in received_files(folder):
+        ts = str(dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+        counts[ts] = counts.get(ts, 0) + 1
+    return counts
+
+
 def link_folder(files: list[Path], folder: Path) -> Path:
     """A folder holding exactly ``files`` (hard links), for tools that take a folder."""
     shutil.rmtree(folder, ignore_errors=True)

@@ -66,6 +66,8 @@ class Case:
     rss: str = "server"  # whose peak RSS the row reports: "server" or "client"
     reps: int | None = None  # fewer repetitions than the group (slow peers)
     note: str = ""
+    # Checks the server's folder instead of ``expected``'s raw pixel data (compressed output).
+    verify: Callable[[Path], str | None] | None = None
 
 
 @dataclass
@@ -183,6 +185,19 @@ def storescu_tls(files: list[Path]) -> Callable[[Server, Path], list[list[str]]]
     ]
 
 
+def dcmsend_decompress(files: list[Path]) -> Callable[[Server, Path], list[list[str]]]:
+    return lambda s, _d: [
+        [
+            dcmtk("dcmsend"),
+            *DCMTK_PDU,
+            "--decompress-lossless",
+            "127.0.0.1",
+            str(s.port),
+            *map(str, files),
+        ]
+    ]
+
+
 def dicomnet_store_tls(files: list[Path]) -> Callable[[Server, Path], list[list[str]]]:
     def cmds(s: Server, logdir: Path) -> list[list[str]]:
         listed = [str(f) for f in files]
@@ -192,6 +207,24 @@ def dicomnet_store_tls(files: list[Path]) -> Callable[[Server, Path], list[list[
                 "127.0.0.1", str(s.port), *listed,
             ]
         ]  # fmt: skip
+
+    return cmds
+
+
+def storescu_then_dcmcjpls(files: list[Path]) -> Callable[[Server, Path], list[list[str]]]:
+    """What a DCMTK user does to keep instances JPEG-LS compressed: storescu into storescp,
+    then dcmcjpls on every received file, as many at once as there are cores."""
+
+    def cmds(s: Server, _d: Path) -> list[list[str]]:
+        send = shlex.join([dcmtk("storescu"), *DCMTK_PDU, "127.0.0.1", str(s.port)])
+        compress = shlex.join(
+            ["sh", "-c", f'{shlex.quote(dcmtk("dcmcjpls"))} "$1" "$1.jls" && mv "$1.jls" "$1"', "_"]
+        )
+        script = (
+            f"{send} \"$@\" && find {shlex.quote(str(s.folder))} -type f -name 'CT.*' "
+            f"-print0 | xargs -0 -r -n 1 -P {os.cpu_count() or 1} {compress}"
+        )
+        return [["sh", "-c", script, "ingest", *map(str, files)]]
 
     return cmds
 
@@ -250,6 +283,7 @@ SCPS: dict[str, Callable[[Path], Server]] = {
     # TLS, client certificates required and verified on both (storescp +tls does by default).
     "dcmtk-tls": lambda d: dcmtk_scp(d, *DCMTK_PDU, *dcmtk_tls("server")),
     "dicomnet-tls": lambda d: dicomnet_scp(d, extra=tuple(dicomnet_tls("server"))),
+    "dicomnet-jls": lambda d: dicomnet_scp(d, extra=("--store-as", "jpeg-ls-lossless")),
 }
 
 
@@ -612,6 +646,76 @@ def build_groups(sets: dict[str, DataSet], quick: bool, rows: set[str]) -> list[
                 ],
             )
         )
+    if "9" in rows:
+        jls = data.ensure_jls(ct)
+        jls500 = jls.files[: 500 // q]
+        groups.append(
+            Group(
+                "9a",
+                f"transcoding: {len(jls500)} CT in JPEG-LS lossless (dcmcjpls) → DCMTK storescp "
+                "accepting only uncompressed (decompressed by the sender)",
+                "img",
+                {"dcmtk": SCPS["dcmtk"]},
+                [
+                    _store_case(
+                        "DCMTK dcmsend --decompress-lossless",
+                        "dcmtk",
+                        "dcmtk",
+                        jls,
+                        jls500,
+                        dcmsend_decompress(jls500),
+                        rss="client",
+                    ),
+                    _store_case(
+                        "dicomnet store",
+                        "dicomnet",
+                        "dcmtk",
+                        jls,
+                        jls500,
+                        dicomnet_store(jls500),
+                        rss="client",
+                        note="peak RSS of the main process; codec workers: see 9c",
+                    ),
+                ],
+            )
+        )
+        ct500 = ct.files[: 500 // q]
+
+        def stored_as_jls(folder: Path, files: list[Path] = ct500) -> str | None:
+            syntaxes = data.syntaxes(folder)
+            if set(syntaxes) != {"1.2.840.10008.1.2.4.80"}:
+                return f"stored in {syntaxes}, not all in JPEG-LS Lossless"
+            return data.verify_decoded(folder, ct.expected(files))
+
+        groups.append(
+            Group(
+                "9b",
+                f"transcoding: ingest of {len(ct500)} uncompressed CT kept JPEG-LS lossless "
+                "(storescu → SCP)",
+                "img",
+                {"dcmtk": SCPS["dcmtk"], "dicomnet-jls": SCPS["dicomnet-jls"]},
+                [
+                    _store_case(
+                        f"DCMTK storescp, then dcmcjpls on each file ({os.cpu_count()} at once)",
+                        "dcmtk",
+                        "dcmtk",
+                        ct,
+                        ct500,
+                        storescu_then_dcmcjpls(ct500),
+                        verify=stored_as_jls,
+                    ),
+                    _store_case(
+                        "dicomnet serve --no-fsync --store-as jpeg-ls-lossless",
+                        "dicomnet",
+                        "dicomnet-jls",
+                        ct,
+                        ct500,
+                        storescu(ct500),
+                        verify=stored_as_jls,
+                    ),
+                ],
+            )
+        )
     return groups
 
 
@@ -681,6 +785,8 @@ def _check(case: Case, server: Server, timed: Timed) -> str | None:
         return f"client exit code {timed.returncode}: {tail}"
     if not server.alive():
         return "the SCP exited"
+    if case.verify is not None:
+        return case.verify(server.folder)
     if case.expected:
         return data.verify(server.folder, case.expected)
     return None
@@ -919,8 +1025,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--rows",
         default=None,
-        help="rows to run, e.g. 1,2,5 (default: all; --quick: 1,2,3,4,6,7,8,tls; 7 is "
-        "bench/qr.py, 8 bench/web.py, tls rows 1a and 2a over TLS)",
+        help="rows to run, e.g. 1,2,5 (default: all; --quick: 1,2,3,4,6,7,8,9,tls; 7 is "
+        "bench/qr.py, 8 bench/web.py, 9 the transcoding rows, tls rows 1a and 2a over TLS)",
     )
     parser.add_argument(
         "--reps", type=int, default=None, help="repetitions per row (default 3; --quick 1)"
@@ -951,7 +1057,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     args.reps = args.reps or (1 if args.quick else 3)
     rows = set(
-        (args.rows or ("1,2,3,4,6,7,8,tls" if args.quick else "1,2,3,4,5,6,7,8,tls")).split(",")
+        (args.rows or ("1,2,3,4,6,7,8,9,tls" if args.quick else "1,2,3,4,5,6,7,8,9,tls")).split(",")
     )
     output = args.output or (OUT / "results-quick.md" if args.quick else BENCH / "results.md")
 

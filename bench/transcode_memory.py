@@ -3,7 +3,12 @@ pixels) in JPEG 2000 lossless, decompressed to Explicit VR Little Endian by
 ``dicomnet.pixels.transcode_file`` in a child process; prints seconds, frames/s and the child's
 peak RSS (the target is under 300 MB).
 
-    python bench/transcode_memory.py [--frames 2048] [--distinct 8] [--keep DIR]
+    python bench/transcode_memory.py [--frames 2048] [--distinct 8] [--keep DIR] [--send]
+
+With ``--send``, the same file is then sent by ``dicomnet store`` to DCMTK's storescp accepting
+only uncompressed syntaxes (``--ignore``: received, not written), so it is decompressed on the
+way; prints the seconds and the peak RSS of ``dicomnet store``'s main process and of its codec
+worker (read from /proc while they run: VmHWM only grows, the last reading is the peak).
 
 The input is made here: ``--distinct`` different frames are encoded once and repeated (decoding
 work is the same for every frame, so the figure is that of 2048 distinct ones), written with a
@@ -93,12 +98,92 @@ def make_input(path: Path, frames: int, distinct: int) -> int:
     return rows * columns * 2 * frames
 
 
+def _peak_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc's parent links)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        out += children
+        todo += children
+    return out
+
+
+def send(src: Path, raw: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from peers import ENV, dcmtk, dicomnet_cli
+    from tests.helpers import free_port, wait_for_port
+
+    port = free_port()
+    scp = subprocess.Popen(
+        [dcmtk("storescp"), "-aet", "STORESCP", "--ignore", "-pdu", "131072", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
+    try:
+        wait_for_port(port, scp)  # type: ignore[arg-type]
+        started = time.perf_counter()
+        client = subprocess.Popen(
+            [dicomnet_cli(), "store", "-q", "127.0.0.1", str(port), str(src)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+            text=True,
+        )
+        peaks: dict[int, float] = {}
+        deadline = started + 1800
+        while client.poll() is None and time.perf_counter() < deadline:
+            for pid in [client.pid, *_descendants(client.pid)]:
+                peak = _peak_mb(pid)
+                if peak is not None:
+                    peaks[pid] = max(peaks.get(pid, 0.0), peak)
+            time.sleep(0.05)
+        output = client.communicate(timeout=60)[0]
+        seconds = time.perf_counter() - started
+    finally:
+        scp.terminate()
+        scp.wait(30)
+    if client.returncode != 0:
+        raise SystemExit(f"dicomnet store failed ({client.returncode}): {output}")
+    main_peak = peaks.pop(client.pid, 0.0)
+    workers = sorted(peaks.values(), reverse=True)
+    print(
+        f"dicomnet store (decompressed to an uncompressed-only storescp): {seconds:.1f} s, "
+        f"{raw / 2**20 / seconds:.0f} MiB/s of pixels; peak RSS: main process {main_peak:.0f} MB, "
+        f"largest helper process (codec worker or forkserver) "
+        f"{workers[0] if workers else 0:.0f} MB"
+    )
+    print("  " + " | ".join(line for line in output.splitlines() if line.strip()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=2048)
     parser.add_argument("--distinct", type=int, default=8)
     parser.add_argument("--target", default="explicit-le")
     parser.add_argument("--keep", type=Path, help="folder for the files (kept)")
+    parser.add_argument("--send", action="store_true", help="also send it with dicomnet store")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="dicomnet-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -126,6 +211,9 @@ def main() -> None:
         f"output {figures['bytes_out'] / 2**20:.0f} MiB, "
         f"peak RSS {max(child_peak, figures['peak_rss_kib']) / 1024:.0f} MB"
     )
+    dst.unlink(missing_ok=True)
+    if args.send:
+        send(src, raw)
     if args.keep is None:
         for p in (src, dst):
             p.unlink(missing_ok=True)

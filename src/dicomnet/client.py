@@ -5,7 +5,11 @@
 
 Rules: the association is opened lazily, with the presentation contexts the queued requests need
 plus those added explicitly; a request that needs a context the open association lacks makes the
-client release it and associate again. Up to the negotiated asynchronous operations window of
+client release it and associate again. A C-STORE whose data set must be converted for the context
+the peer accepted is converted off the event loop (``transcode_pool``), a few requests ahead of
+the one being sent, so that the codecs use the cores while the network is busy; an association
+the peer ended while nothing was outstanding (an idle timeout during a long conversion) is opened
+again once, and the converted file is reused. Up to the negotiated asynchronous operations window of
 requests are outstanding at once, each under a message ID that no outstanding request holds
 (``dimse.ids``: 1..65535, cycling). A file's data set is streamed from disk, never read whole.
 Requests the peer sends on the association (a C-GET's C-STORE-RQs, N-EVENT-REPORT-RQs and the
@@ -19,6 +23,7 @@ query/retrieve responses and errors in ``dicomnet.retrieve``; their names are re
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import itertools
 import logging
@@ -60,6 +65,9 @@ from dicomnet.negotiation import (
     read_accept,
 )
 from dicomnet.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, UserIdentityRQ
+from dicomnet.pixels import TranscodePolicy, TranscodePool
+from dicomnet.pixels.policy import DEFAULT_POLICY
+from dicomnet.pixels.pool import default_pool
 from dicomnet.query import (
     QR_LEVELS,
     QR_MODELS,
@@ -132,6 +140,11 @@ class DicomClient:
     ``on_n_set``, ``on_n_action``, ``on_n_create`` and ``on_n_delete`` (an ``NHandler`` each:
     set the attribute, or define the method in a subclass); without one the client answers
     0x0211 Unrecognized operation.
+
+    ``transcode_policy`` is what C-STOREs may do to get a file through (propose its own syntax
+    and an uncompressed fallback, decompress when only that was accepted, compress only to the
+    ``targets`` asked for; a request's own ``policy`` overrides it); conversions run in
+    ``transcode_pool`` (None: the process-wide pool) into files in ``temp_dir``.
     """
 
     on_n_event_report: NHandler | None = None
@@ -156,6 +169,8 @@ class DicomClient:
         ssl: Any = None,
         ssl_handshake_timeout: float | None = None,
         server_hostname: str | None = None,
+        transcode_policy: TranscodePolicy | None = None,
+        transcode_pool: TranscodePool | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -174,9 +189,11 @@ class DicomClient:
         self.ssl = ssl
         self.ssl_handshake_timeout = ssl_handshake_timeout
         self.server_hostname = server_hostname
-        #: Where received instances (a C-GET's) stream to when the C-GET names no folder
-        #: (None: the system's temporary folder).
+        #: Where received instances (a C-GET's) stream to when the C-GET names no folder, and
+        #: where converted C-STORE data sets are written (None: the system's temporary folder).
         self.temp_dir: str | os.PathLike[str] | None = None
+        self.transcode_policy = transcode_policy or DEFAULT_POLICY
+        self.transcode_pool = transcode_pool
         self._contexts: list[ProposedContext] = []
         self._async_ops: tuple[int, int] | None = None
         self._queue: list[Request] = []
@@ -188,6 +205,7 @@ class DicomClient:
         self._pending: dict[int, Request] = {}
         self._message_ids = MessageIds()
         self._slots: asyncio.Semaphore | None = None
+        self._ended_idle = False  # the last association ended with no request outstanding
         self._inflight: set[asyncio.Future[c.ResponseMessage]] = set()
         # Answers to the peer's requests (C-GET sub-operations, N requests) being worked on.
         self._answer_tasks: set[asyncio.Task[None]] = set()
@@ -345,16 +363,97 @@ class DicomClient:
 
     async def add_request(self, request: Request) -> None:
         """Queue a request; ``send()`` sends the queue."""
+        self._adopt(request)
         self._queue.append(request)
+
+    def _adopt(self, request: Request) -> None:
+        if isinstance(request, CStoreRequest) and request.policy is None:
+            request.policy = self.transcode_policy
+
+    @property
+    def _pool(self) -> TranscodePool:
+        return self.transcode_pool or default_pool()
+
+    async def _prepare(self, request: Request, negotiated: Negotiated) -> None:
+        if isinstance(request, CStoreRequest) and not request.prepared_for(negotiated):
+            await request.prepare(negotiated, pool=self._pool, temp_dir=self.temp_dir)
+
+    async def _still_associated(
+        self, request: Request, needed: Sequence[ProposedContext]
+    ) -> Negotiated:
+        """The association to send ``request`` on, prepared for it. A peer may end an idle
+        association while a long conversion runs (DCMTK's tools after 60 s without a PDU):
+        then we associate again once, and the converted file is reused."""
+        if not self.is_associated:
+            if not self._ended_idle:
+                raise AssociationAborted("not associated")
+            log.info(
+                "the association with %s:%d ended while a data set was converted (a peer's "
+                "idle timeout?); associating again",
+                self.host,
+                self.port,
+            )
+            self._assoc = None
+            self._ended_idle = False  # one attempt per association that ended
+            await self._ensure_contexts(needed)
+        assert self._assoc is not None and self._assoc.negotiated is not None
+        negotiated = self._assoc.negotiated
+        await self._prepare(request, negotiated)
+        return negotiated
 
     async def send(self) -> None:
         """Send every queued request (associating with the contexts they need) and wait for all
-        of their final responses. Failures are recorded on the requests, not raised."""
+        of their final responses. Failures are recorded on the requests, not raised.
+
+        C-STOREs are prepared (their context chosen, their data set converted if it must be)
+        up to twice the transcoding pool's workers ahead of the one being sent."""
         queue, self._queue = self._queue, []
         if not queue:
             return
-        await self._ensure_contexts([ctx for r in queue for ctx in r.contexts()])
-        futures = [await self._start(r) for r in queue]
+        needed = [ctx for r in queue for ctx in r.contexts()]
+        negotiated = await self._ensure_contexts(needed)
+        if any(isinstance(r, CStoreRequest) and r.may_convert(negotiated) for r in queue):
+            self._pool.warm()  # the codec workers start while the first files go out
+        ahead = 2 * self._pool.max_workers
+        upcoming = iter(queue)
+        preparing: collections.deque[tuple[Request, asyncio.Task[None]]] = collections.deque()
+        loop = asyncio.get_running_loop()
+
+        def fill() -> None:
+            while len(preparing) < ahead:
+                request = next(upcoming, None)
+                if request is None:
+                    return
+                task = loop.create_task(self._prepare(request, negotiated))
+                preparing.append((request, task))
+
+        futures = []
+        try:
+            fill()
+            while preparing:
+                request, task = preparing.popleft()
+                try:
+                    await task
+                except Exception as exc:
+                    request.error = exc
+                    request.cleanup()
+                    fill()
+                    continue
+                fill()
+                try:
+                    await self._still_associated(request, needed)
+                except (AssociationRejected, DicomTimeoutError):
+                    request.cleanup()
+                    raise  # associating again failed, as the first association would
+                except Exception as exc:
+                    request.error = exc
+                    request.cleanup()
+                    continue
+                futures.append(await self._start(request))
+        finally:
+            for request, task in preparing:
+                task.cancel()
+                request.cleanup()
         await asyncio.gather(*futures, return_exceptions=True)
 
     async def _ensure_contexts(self, needed: Sequence[ProposedContext]) -> Negotiated:
@@ -380,6 +479,7 @@ class DicomClient:
         def finished(f: asyncio.Future[c.ResponseMessage]) -> None:
             slots.release()
             self._inflight.discard(f)
+            request.cleanup()
             if self._pending.get(request.message_id) is request:
                 del self._pending[request.message_id]
             if f.cancelled():
@@ -401,6 +501,9 @@ class DicomClient:
         assoc = self._assoc
         if assoc is None or assoc.negotiated is None or assoc.closed.done():
             raise AssociationAborted("not associated")
+        await self._prepare(request, assoc.negotiated)
+        if assoc.closed.done():
+            raise AssociationAborted("the association ended while the data set was converted")
         # PS3.7 §9.1.1.1: unique among the outstanding requests; 1..65535 (US), cycling.
         request.message_id = self._message_ids.allocate(self._pending)
         self._pending[request.message_id] = request
@@ -432,6 +535,8 @@ class DicomClient:
         return gets[0] if gets else None
 
     def _on_end(self, aborted: Aborted | None) -> None:
+        # Nothing was outstanding: an idle association the peer ended (or released).
+        self._ended_idle = not self._pending
         exc = (
             AssociationAborted(aborted.message, aborted.source, aborted.reason)
             if aborted is not None
@@ -543,7 +648,11 @@ class DicomClient:
     # -- direct forms ---------------------------------------------------------------------------------
 
     async def _one(self, request: Request) -> c.ResponseMessage:
-        await self._ensure_contexts(request.contexts())
+        self._adopt(request)
+        needed = request.contexts()
+        await self._ensure_contexts(needed)
+        if isinstance(request, CStoreRequest):
+            await self._still_associated(request, needed)
         done = await self._start(request)
         if not done.done():
             # Wait for the response without cancelling ``done`` on a timeout (its slot of the

@@ -5,28 +5,49 @@ association the peer accepted.
 
 Rules: a request proposes its contexts before the association exists and builds its command
 after, with the message ID the client gave it; it never sends anything (``DicomClient`` does).
-A file's data set is sent as a ``FileInfo`` and streamed by the association, never read whole,
-unless the peer accepted the SOP class only in another uncompressed transfer syntax and the data
-set has to be re-encoded. dicomnet does not transcode pixel data.
+A file's data set is sent as a ``FileInfo`` and streamed by the association, never read whole.
+A C-STORE chooses among all the contexts the peer accepted for its SOP class
+(``pixels.choose_context``); when the file must be re-encoded or transcoded, ``prepare`` writes
+the converted file to a temporary file off the event loop (``pixels.transcode_file_async``),
+which is streamed in its place and removed once the request is over (``cleanup``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import logging
 import os
+import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydicom import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from dicomnet.dataset import FileInfo, encode_dataset, read_file_info
+from dicomnet.dataset import FileInfo, encode_dataset, read_file_info, scan_attributes
 from dicomnet.dimse import commands as c
 from dicomnet.dimse.status import Status, StatusCategory, category
 from dicomnet.errors import NegotiationError
-from dicomnet.negotiation import Negotiated, NegotiatedContext, ProposedContext, storage_context
+from dicomnet.negotiation import Negotiated, NegotiatedContext, ProposedContext
+from dicomnet.pixels import (
+    Action,
+    ContextChoice,
+    Target,
+    TranscodePolicy,
+    TranscodePool,
+    TranscodeResult,
+    choose_context,
+    dataset_mislabelled,
+    probe_file,
+    proposed_contexts,
+    transcode_file_async,
+)
+from dicomnet.pixels.policy import DEFAULT_POLICY
+from dicomnet.pixels.transcode import prefix_mislabelled
 from dicomnet.query import parse_tag
 from dicomnet.service import ReceivedCStore, Response
 from dicomnet.uids import (
@@ -37,6 +58,8 @@ from dicomnet.uids import (
     VERIFICATION,
     is_valid_uid,
 )
+
+log = logging.getLogger("dicomnet.client")
 
 #: What a request sends: the accepted context, the command, and the data set (None: no data set).
 Outgoing = tuple[NegotiatedContext, c.Message, bytes | FileInfo | None]
@@ -76,6 +99,9 @@ class Request:
     def status(self) -> int | None:
         return None if self.response is None else self.response.status
 
+    def cleanup(self) -> None:
+        """Release what the request holds once it is over (a C-STORE's temporary file)."""
+
 
 @dataclass(eq=False)
 class CEchoRequest(Request):
@@ -90,9 +116,92 @@ class CEchoRequest(Request):
         return ctx, msg, None
 
 
+_SOP_UID_TAGS = {0x00080016, 0x00080018}
+#: How far into the data set the SOP Common UIDs are looked for (they come early: group 0008).
+_UID_PREFIX = 16384
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceNames:
+    """What a sender reads from the start of a file's data set: the SOP Class and Instance UIDs
+    its C-STORE names (``instance_uids``), and whether the data set is visibly not in the VR
+    encoding its transfer syntax says (``pixels.dataset_mislabelled``)."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    mislabelled: bool
+
+
+def instance_uids(info: FileInfo, *, warn: bool = True) -> tuple[str, str]:
+    """The SOP Class and Instance UIDs of ``instance_names``."""
+    names = instance_names(info, warn=warn)
+    return names.sop_class_uid, names.sop_instance_uid
+
+
+def instance_names(info: FileInfo, *, warn: bool = True) -> InstanceNames:
+    """The SOP Class and Instance UIDs a C-STORE of the file names: the data set's own (0008,0016)
+    and (0008,0018) when they can be read from its first bytes, else the File Meta
+    Information's. PS3.4 B.2.2 has the C-STORE name the instance it stores; files whose meta
+    information disagrees with their data set exist (DCMTK's senders use the data set's too,
+    and its storescp refuses a command that does not match the data set: 0xA900)."""
+    try:
+        fd = os.open(info.path, os.O_RDONLY)
+        try:
+            prefix = os.pread(fd, _UID_PREFIX, info.offset)
+        finally:
+            os.close(fd)
+    except OSError:
+        return InstanceNames(info.sop_class_uid, info.sop_instance_uid, False)
+    mislabelled = prefix_mislabelled(prefix, info.transfer_syntax)
+    found = None if mislabelled else scan_attributes(prefix, info.transfer_syntax, _SOP_UID_TAGS)
+    if found is None:
+        found = _read_uids(info)
+    sop_class = found.get(0x00080016) or info.sop_class_uid
+    sop_instance = found.get(0x00080018) or info.sop_instance_uid
+    if warn and (sop_class, sop_instance) != (info.sop_class_uid, info.sop_instance_uid):
+        log.warning(
+            "%s: the File Meta Information names %s / %s, the data set %s / %s: the C-STORE "
+            "names the data set's",
+            info.path,
+            info.sop_class_uid,
+            info.sop_instance_uid,
+            sop_class,
+            sop_instance,
+        )
+    return InstanceNames(sop_class, sop_instance, mislabelled)
+
+
+def _read_uids(info: FileInfo) -> dict[int, str]:
+    """The SOP Common UIDs through pydicom, for what ``scan_attributes`` does not read (big
+    endian, deflated, a value past the prefix); empty when pydicom cannot read them either."""
+    import warnings
+
+    from pydicom import dcmread
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = dcmread(
+                info.path,
+                stop_before_pixels=True,
+                specific_tags=["SOPClassUID", "SOPInstanceUID"],
+            )
+    except Exception:  # pydicom raises many kinds for malformed data
+        return {}
+    return {
+        0x00080016: str(ds.get("SOPClassUID", "") or ""),
+        0x00080018: str(ds.get("SOPInstanceUID", "") or ""),
+    }
+
+
 @dataclass(eq=False)
 class CStoreRequest(Request):
-    """A C-STORE-RQ from a Part 10 file (streamed) or a pydicom ``Dataset`` (encoded in memory)."""
+    """A C-STORE-RQ from a Part 10 file (streamed) or a pydicom ``Dataset`` (encoded in memory).
+
+    ``policy`` says what may be done to get the data set through (None: the client's
+    ``transcode_policy``): which syntaxes to propose and prefer, whether to decompress, and
+    lossy compression only when asked. After ``prepare``, ``choice`` is the context chosen and
+    what it took, and ``transcoded`` what the conversion wrote (None when sent as it is)."""
 
     file: FileInfo | None = None
     dataset: Dataset | None = None
@@ -102,6 +211,21 @@ class CStoreRequest(Request):
     priority: int = 0
     move_originator_ae_title: str | None = None
     move_originator_message_id: int | None = None
+    policy: TranscodePolicy | None = None
+    #: Whether the file's data set is not in the VR encoding its syntax says (None: look).
+    mislabelled: bool | None = None
+    choice: ContextChoice | None = field(default=None, init=False)
+    transcoded: TranscodeResult | None = field(default=None, init=False)
+    _prepared: tuple[NegotiatedContext, bytes | FileInfo] | None = field(
+        default=None, init=False, repr=False
+    )
+    _temporary: list[Path] = field(default_factory=list, init=False, repr=False)
+    # The (SOP class, SOP instance) of the converted data set, when it was converted.
+    _names: tuple[str, str] | None = field(default=None, init=False, repr=False)
+    # What ``prepare`` chose for, and the converted file (kept for another association that
+    # accepts the same syntax: a conversion is not done twice).
+    _negotiated: Negotiated | None = field(default=None, init=False, repr=False)
+    _converted: FileInfo | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_file(
@@ -110,13 +234,25 @@ class CStoreRequest(Request):
         on_response: ResponseCallback | None = None,
         **kwargs: Any,
     ) -> CStoreRequest:
-        info = read_file_info(path)
+        return cls.from_info(read_file_info(path), on_response, **kwargs)
+
+    @classmethod
+    def from_info(
+        cls,
+        info: FileInfo,
+        on_response: ResponseCallback | None = None,
+        **kwargs: Any,
+    ) -> CStoreRequest:
+        """A request for a Part 10 file whose meta information was read (``read_file_info``);
+        the command names the SOP class and instance of ``instance_uids``."""
+        names = instance_names(info)
         return cls(
             on_response=on_response,
             file=info,
-            sop_class_uid=info.sop_class_uid,
-            sop_instance_uid=info.sop_instance_uid,
+            sop_class_uid=names.sop_class_uid,
+            sop_instance_uid=names.sop_instance_uid,
             transfer_syntax=info.transfer_syntax,
+            mislabelled=names.mislabelled,
             **kwargs,
         )
 
@@ -138,20 +274,188 @@ class CStoreRequest(Request):
             **kwargs,
         )
 
+    @property
+    def effective_policy(self) -> TranscodePolicy:
+        return self.policy or DEFAULT_POLICY
+
+    @property
+    def prepared(self) -> bool:
+        return self._prepared is not None
+
+    def prepared_for(self, negotiated: Negotiated) -> bool:
+        """Whether ``prepare`` ran for this association (its context IDs)."""
+        return self._prepared is not None and self._negotiated is negotiated
+
+    def may_convert(self, negotiated: Negotiated) -> bool:
+        """Whether ``prepare`` may have to convert the data set (cheap: no file is read)."""
+        if self.effective_policy.targets:
+            return True
+        return negotiated.find_context(self.sop_class_uid, self.transfer_syntax) is None
+
     def contexts(self) -> list[ProposedContext]:
-        # Uncompressed data can be re-encoded if the peer prefers another syntax: a file only
-        # from the three uncompressed syntaxes, a Dataset from any unencapsulated one.
-        reencodable = self.transfer_syntax in UNCOMPRESSED or (
-            self.dataset is not None and not UID(self.transfer_syntax).is_compressed
+        # The file's own syntax alone, a native fallback, the requested targets first.
+        return proposed_contexts(self.sop_class_uid, self.transfer_syntax, self.effective_policy)
+
+    def _accepted(self, negotiated: Negotiated) -> dict[int, str]:
+        # The contexts we may send a C-STORE-RQ on: as the requestor by default, as the
+        # acceptor where the peer took the SCP role (a C-GET, PS3.7 D.3.3.4).
+        accepted = {
+            ctx.context_id: ctx.transfer_syntax
+            for ctx in negotiated.contexts.values()
+            if ctx.abstract_syntax == self.sop_class_uid and ctx.scu_role
+        }
+        if not accepted:
+            raise NegotiationError(
+                f"the peer accepted no presentation context for {self.sop_class_uid}"
+            )
+        return accepted
+
+    def _choose(
+        self, negotiated: Negotiated, has_pixels: bool = True, lossy: bool = False
+    ) -> ContextChoice:
+        if not self.effective_policy.targets:
+            # The common case, without the candidates: the file's own syntax was accepted.
+            for ctx in negotiated.contexts.values():
+                if (
+                    ctx.transfer_syntax == self.transfer_syntax
+                    and ctx.abstract_syntax == self.sop_class_uid
+                    and ctx.scu_role
+                ):
+                    return ContextChoice(
+                        ctx.context_id, ctx.transfer_syntax, Action.SEND, _own(ctx.transfer_syntax)
+                    )
+        return choose_context(
+            self.transfer_syntax,
+            self._accepted(negotiated),
+            self.effective_policy,
+            source_lossy=lossy,
+            has_pixels=has_pixels,
         )
-        return [storage_context(self.sop_class_uid, self.transfer_syntax, reencodable=reencodable)]
+
+    async def prepare(
+        self,
+        negotiated: Negotiated,
+        *,
+        pool: TranscodePool | None = None,
+        temp_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """Choose the accepted context to send on and, when the data set must be converted for
+        it, convert it into a temporary file in ``temp_dir`` (None: the system's), in ``pool``
+        (None: the shared one). Raises ``NegotiationError`` when no accepted context fits,
+        ``TranscodeError`` when the conversion fails; the source is never altered."""
+        self._prepared = None
+        self._negotiated = negotiated
+        policy = self.effective_policy
+        has_pixels, lossy = True, False
+        if policy.targets and self.file is not None:
+            # Compressing is asked for: it applies only to pixels, lossy ones only when asked
+            # twice; read the data set up to its Pixel Data to know.
+            probe = await asyncio.to_thread(probe_file, self.file.path, temp_dir)
+            has_pixels, lossy = probe.has_pixels, probe.lossy
+        elif policy.targets and self.dataset is not None:
+            has_pixels = any(k in self.dataset for k in _PIXEL_KEYWORDS)
+            lossy = str(self.dataset.get("LossyImageCompression", "")) == "01"
+        choice = self._choose(negotiated, has_pixels, lossy)
+        ctx = negotiated.contexts[choice.context_id]
+        if (
+            self._converted is not None
+            and self.choice is not None
+            and self.choice.target == choice.target
+        ):
+            # Converted for an earlier association (that ended while we converted: a peer's
+            # idle timeout) into what this one accepts too.
+            self.choice = choice
+            self._prepared = (ctx, self._converted)
+            return
+        self.cleanup()
+        self._names = None
+        self.transcoded = None
+        self.choice = choice
+        file = self.file
+        if choice.action is Action.SEND and file is not None:
+            if self.mislabelled is None:
+                self.mislabelled = dataset_mislabelled(file.path, file.offset, file.transfer_syntax)
+            if not self.mislabelled:
+                self._prepared = (ctx, file)
+                return
+        if self.dataset is not None and choice.action in (Action.SEND, Action.REENCODE):
+            data = await asyncio.to_thread(encode_dataset, self.dataset, ctx.transfer_syntax)
+            self._prepared = (ctx, data)
+            return
+        try:
+            source = await self._source_file(temp_dir)
+            target = self._temporary_path(temp_dir, "send")
+            self.transcoded = await transcode_file_async(
+                source,
+                target,
+                choice.target,
+                pool=pool,
+                allow_lossy=policy.allow_lossy,
+                allow_lossy_to_lossy=policy.allow_lossy_to_lossy,
+                temp_dir=temp_dir,
+            )
+            info = await asyncio.to_thread(read_file_info, target)
+            # The converted data set names the instance (a lossy copy is a new one, PS3.3
+            # C.7.6.1.1.5); its meta information agrees with it.
+            self._names = instance_uids(info, warn=False)
+        except BaseException:
+            self.cleanup()
+            raise
+        log.debug(
+            "%s: %s %s -> %s in %.3f s",
+            source,
+            choice.action,
+            self.transfer_syntax,
+            choice.transfer_syntax,
+            self.transcoded.seconds,
+        )
+        self._converted = info
+        self._prepared = (ctx, info)
+
+    async def _source_file(self, temp_dir: str | os.PathLike[str] | None) -> Path:
+        """The Part 10 file to convert: the request's, or its data set written to one."""
+        if self.file is not None:
+            return self.file.path
+        assert self.dataset is not None
+        path = self._temporary_path(temp_dir, "dataset")
+        ds = self.dataset
+
+        def write() -> None:
+            from pydicom.dataset import FileMetaDataset
+            from pydicom.uid import UID
+
+            copy = Dataset(ds)
+            copy.file_meta = FileMetaDataset(getattr(ds, "file_meta", FileMetaDataset()))
+            copy.file_meta.TransferSyntaxUID = UID(self.transfer_syntax)
+            copy.file_meta.MediaStorageSOPClassUID = UID(self.sop_class_uid)
+            copy.file_meta.MediaStorageSOPInstanceUID = UID(self.sop_instance_uid)
+            copy.save_as(path, enforce_file_format=True)
+
+        await asyncio.to_thread(write)
+        return path
+
+    def _temporary_path(self, temp_dir: str | os.PathLike[str] | None, what: str) -> Path:
+        fd, name = tempfile.mkstemp(prefix=f".dicomnet-{what}-", suffix=".dcm", dir=temp_dir)
+        os.close(fd)
+        path = Path(name)
+        self._temporary.append(path)
+        return path
+
+    def cleanup(self) -> None:
+        """Remove the converted temporary files (the association has an open handle on the one
+        it streams, so an early answer does not cut the sending short)."""
+        self._converted = None
+        while self._temporary:
+            with contextlib.suppress(OSError):
+                self._temporary.pop().unlink()
 
     def outgoing(self, negotiated: Negotiated) -> Outgoing:
         ctx, payload = self._payload(negotiated)
+        sop_class, sop_instance = self._names or (self.sop_class_uid, self.sop_instance_uid)
         msg = c.CStoreRQ(
             message_id=self.message_id,
-            affected_sop_class_uid=self.sop_class_uid,
-            affected_sop_instance_uid=self.sop_instance_uid,
+            affected_sop_class_uid=sop_class,
+            affected_sop_instance_uid=sop_instance,
             priority=self.priority,
             move_originator_aet=self.move_originator_ae_title,
             move_originator_message_id=self.move_originator_message_id,
@@ -159,31 +463,29 @@ class CStoreRequest(Request):
         return ctx, msg, payload
 
     def _payload(self, negotiated: Negotiated) -> tuple[NegotiatedContext, bytes | FileInfo]:
-        """The context for the data set and the data set in its transfer syntax: the file as
-        it is when its own syntax was accepted, else re-encoded (uncompressed only)."""
-        exact = negotiated.find_context(self.sop_class_uid, self.transfer_syntax)
-        if exact is not None:
-            if self.file is not None:
-                return exact, self.file
-            assert self.dataset is not None
-            return exact, encode_dataset(self.dataset, exact.transfer_syntax)
-        other = negotiated.find_context(self.sop_class_uid)
-        if other is None:
-            raise NegotiationError(
-                f"the peer accepted no presentation context for {self.sop_class_uid}"
-            )
-        if UID(self.transfer_syntax).is_compressed or UID(other.transfer_syntax).is_compressed:
-            raise NegotiationError(
-                f"the peer accepted {self.sop_class_uid} only with {other.transfer_syntax}, "
-                f"and the data is {self.transfer_syntax}; dicomnet does not transcode pixel data"
-            )
-        ds = self.dataset
-        if ds is None:
-            assert self.file is not None
-            from pydicom import dcmread
+        """The prepared context and data set; without ``prepare``, the file as it is or the
+        data set re-encoded in memory, when that is what the choice needs."""
+        if self._prepared is not None:
+            return self._prepared
+        choice = self._choose(negotiated)
+        ctx = negotiated.contexts[choice.context_id]
+        if choice.action is Action.SEND and self.file is not None:
+            return ctx, self.file
+        if self.dataset is not None and choice.action in (Action.SEND, Action.REENCODE):
+            return ctx, encode_dataset(self.dataset, ctx.transfer_syntax)
+        raise NegotiationError(
+            f"the data set must be converted ({choice.action} from {self.transfer_syntax} to "
+            f"{choice.transfer_syntax}) first: await request.prepare(negotiated) (DicomClient "
+            "does)"
+        )
 
-            ds = dcmread(self.file.path)
-        return other, encode_dataset(ds, other.transfer_syntax)
+
+@functools.lru_cache(maxsize=64)
+def _own(transfer_syntax: str) -> Target:
+    return Target(transfer_syntax)
+
+
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 @dataclass(eq=False)
@@ -653,5 +955,8 @@ __all__ = [
     "attribute_tags",
     "commitment_references",
     "get_storage_contexts",
+    "InstanceNames",
+    "instance_names",
+    "instance_uids",
     "save_into",
 ]

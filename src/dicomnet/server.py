@@ -29,16 +29,11 @@ from functools import partial
 from types import TracebackType
 from typing import Any
 
-from pydicom import dcmread
-from pydicom.uid import UID
-
 from dicomnet.association import Association, Incoming, IncomingInvalid
 from dicomnet.connection import Aborted, Role
-from dicomnet.dataset import FileInfo, encode_dataset, read_file_info
 from dicomnet.dimse.commands import (
     CCancelRQ,
     CEchoRQ,
-    CStoreRQ,
     RequestMessage,
     ResponseMessage,
     as_message,
@@ -64,6 +59,7 @@ from dicomnet.pdu import (
     RejectSource,
 )
 from dicomnet.peer import PeerRequests
+from dicomnet.requests import CStoreRequest
 from dicomnet.security.decisions import Decision
 from dicomnet.security.guard import ServerSecurity
 from dicomnet.security.tls import TLSListener
@@ -432,45 +428,36 @@ class _AssociationRunner:
         negotiated = assoc.negotiated
         assert negotiated is not None
         try:
-            info = read_file_info(path)
+            request = CStoreRequest.from_file(path)
         except (OSError, DicomNetError) as exc:
             log.warning("[%s] C-GET sub-operation: cannot read %s: %s", assoc.info, path, exc)
             return RetrieveStatus.OUT_OF_RESOURCES_SUB_OPERATIONS  # PS3.4 C.4.3.1.3.1
-        payload: bytes | FileInfo = info
-        ctx = negotiated.find_context(info.sop_class_uid, info.transfer_syntax, scu=True)
-        if ctx is None:
-            ctx = negotiated.find_context(info.sop_class_uid, scu=True)
-            if (
-                ctx is None
-                or UID(ctx.transfer_syntax).is_compressed
-                or UID(info.transfer_syntax).is_compressed
-            ):
-                log.warning(
-                    "[%s] C-GET sub-operation: the peer took the SCP role for no context that "
-                    "fits %s in %s",
-                    assoc.info,
-                    info.sop_class_uid,
-                    info.transfer_syntax,
-                )
-                return Status.SOP_CLASS_NOT_SUPPORTED
-            # An uncompressed instance in another uncompressed transfer syntax: re-encode.
-            ds = await asyncio.to_thread(dcmread, info.path)
-            payload = encode_dataset(ds, ctx.transfer_syntax)
+        try:
+            # Among every context the peer took the SCP role on: the file's own syntax, else
+            # converted to one it accepted (off the event loop, issue 10).
+            await request.prepare(negotiated)
+        except (DicomNetError, OSError) as exc:
+            log.warning(
+                "[%s] C-GET sub-operation %s not sent: %s",
+                assoc.info,
+                request.sop_instance_uid,
+                exc,
+            )
+            request.cleanup()
+            return Status.SOP_CLASS_NOT_SUPPORTED
         # IDs cycle 1..65535 and skip the requests to the peer still waiting for their response.
         message_id = self.message_ids.allocate(self.peer.in_use)
         future: asyncio.Future[ResponseMessage] = assoc.loop.create_future()
         self.sub_operations[message_id] = future
-        rq = CStoreRQ(
-            message_id=message_id,
-            affected_sop_class_uid=info.sop_class_uid,
-            affected_sop_instance_uid=info.sop_instance_uid,
-        )
+        request.message_id = message_id
         try:
+            ctx, rq, payload = request.outgoing(negotiated)
             await assoc.send_message(ctx.context_id, rq, payload)
             timeout = self.server.limits.dimse_timeout
             rsp = await (asyncio.wait_for(future, timeout) if timeout else future)
         finally:
             self.sub_operations.pop(message_id, None)
+            request.cleanup()
         return rsp.status
 
 

@@ -54,33 +54,62 @@ def test_echo_against_storescp(dcmtk_storescp: Callable[..., DcmtkStorescp]) -> 
 def test_store_mixed_folder_into_storescp(
     dcmtk_storescp: Callable[..., DcmtkStorescp], mixed: Mixed
 ) -> None:
-    """storescp (+xa: every transfer syntax it knows) stores them all but one: rtplan.dcm's meta
-    information names another SOP Instance UID than its data set, which DCMTK answers with
-    0xA900. The deflated file has an odd length and is padded on the wire (PS3.5 §A.5)."""
+    """storescp (+xa: every transfer syntax it knows) stores them all. rtplan.dcm's meta
+    information names another SOP Instance UID than its data set: the C-STORE names the data
+    set's (DCMTK answers 0xA900 to a command that does not match the data set). The deflated
+    file has an odd length and is padded on the wire (PS3.5 §A.5)."""
     scp = dcmtk_storescp(extra=["+xa"])
     result = dicomnet(
         "store", "127.0.0.1", str(scp.port), str(mixed.folder), "-r", "--aec", "STORESCP"
     )
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert summary(result.stdout) == (7, 8, 0, 1, 2)
-    assert re.search(r"failed: \S*rtplan\.dcm: 0xA900 ", result.stderr), result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert summary(result.stdout) == (8, 8, 0, 0, 2)
+    assert "rtplan.dcm: the File Meta Information names" in result.stderr
     for bad in mixed.not_dicom:
         assert f"skipped: {bad}" in result.stderr
     received = {str(dcmread(p).SOPInstanceUID) for p in scp.folder.iterdir()}
     for name, info in mixed.files.items():
-        if name != "rtplan.dcm":
-            assert info.sop_instance_uid in received, name
+        assert str(dcmread(info.path).SOPInstanceUID) in received, name
+    assert "converted" not in result.stdout  # +xa: every file went in its own syntax
+
+
+@pytest.mark.interop
+def test_store_decompresses_for_a_peer_that_accepts_only_uncompressed(
+    dcmtk_storescp: Callable[..., DcmtkStorescp], mixed: Mixed
+) -> None:
+    """Plain storescp accepts only uncompressed syntaxes: the compressed files are decompressed
+    (off the event loop), the summary counts them, the pixels arrive unchanged."""
+    scp = dcmtk_storescp()
+    files = [str(mixed.folder / n) for n in ("CT_small.dcm", "JPEG2000.dcm", "MR_small_RLE.dcm")]
+    result = dicomnet("store", "127.0.0.1", str(scp.port), *files, "--aec", "STORESCP")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert summary(result.stdout) == (3, 3, 0, 0, 0)
+    assert re.search(
+        r"stored: \S*JPEG2000\.dcm \(decompressed JPEG 2000 Image Compression -> "
+        r"Explicit VR Little Endian\)",
+        result.stdout,
+    ), result.stdout
+    assert "converted 2 of 3 files: " in result.stdout
+    assert "1 decompressed RLE Lossless -> Explicit VR Little Endian" in result.stdout
+    received = {str(dcmread(p).SOPInstanceUID): p for p in scp.folder.iterdir()}
+    for name in ("JPEG2000.dcm", "MR_small_RLE.dcm"):
+        original = dcmread(mixed.folder / name)
+        arrived = dcmread(received[str(original.SOPInstanceUID)])
+        assert arrived.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+        assert arrived.pixel_array.tolist() == original.pixel_array.tolist(), name
 
 
 @pytest.mark.interop
 def test_store_fails_when_the_peer_refuses_the_transfer_syntaxes(
     dcmtk_storescp: Callable[..., DcmtkStorescp], mixed: Mixed
 ) -> None:
-    """Plain storescp accepts only uncompressed syntaxes: the compressed files fail with the
-    reason, the others are stored, exit code 1."""
+    """--propose own (dcmsend --decompress-never): plain storescp accepts only uncompressed
+    syntaxes, so the compressed files fail with the reason, the others are stored, exit 1."""
     scp = dcmtk_storescp()
     files = [str(mixed.folder / n) for n in ("CT_small.dcm", "JPEG2000.dcm", "MR_small_RLE.dcm")]
-    result = dicomnet("store", "127.0.0.1", str(scp.port), *files, "--aec", "STORESCP")
+    result = dicomnet(
+        "store", "127.0.0.1", str(scp.port), *files, "--aec", "STORESCP", "--propose", "own"
+    )
     assert result.returncode == 1
     assert summary(result.stdout) == (1, 3, 0, 2, 0)
     assert "failed: " + files[1] + ": not sent: the peer accepted no presentation context" in (
@@ -117,11 +146,12 @@ def test_store_mixed_folder_into_serve_byte_for_byte(
     assert len(stored) == 8
     for name, info in mixed.files.items():
         ds = dcmread(info.path, stop_before_pixels=True)
+        # The C-STORE names the data set's SOP Instance UID (rtplan.dcm's meta disagrees).
         path = (
             server.storage
             / str(ds.StudyInstanceUID)
             / str(ds.SeriesInstanceUID)
-            / f"{info.sop_instance_uid}.dcm"
+            / f"{ds.SOPInstanceUID}.dcm"
         )
         assert path.is_file(), name
         expected = dataset_bytes(info.path)
@@ -129,8 +159,8 @@ def test_store_mixed_folder_into_serve_byte_for_byte(
             expected += b"\x00"  # padded to even length on the wire (PS3.5 §A.5)
         assert dataset_bytes(path) == expected, name
         meta = dcmread(path, stop_before_pixels=True).file_meta
-        assert meta.MediaStorageSOPClassUID == info.sop_class_uid
-        assert meta.MediaStorageSOPInstanceUID == info.sop_instance_uid
+        assert meta.MediaStorageSOPClassUID == ds.SOPClassUID
+        assert meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
         assert meta.TransferSyntaxUID == info.transfer_syntax
     assert "association accepted" in server.log
     assert server.log.count(" stored ") == 8  # a log line per instance
@@ -249,3 +279,135 @@ def test_store_needing_over_128_contexts_uses_two_associations(
     assert len(server.stored()) == 130
     accepted = re.findall(r"association accepted: (\d+) of (\d+) presentation contexts", server.log)
     assert sorted(accepted) == [("128", "128"), ("2", "2")]
+
+
+# --- transcoding options --------------------------------------------------------------------------
+
+
+@pytest.mark.interop
+def test_store_compresses_to_the_transfer_syntax_asked_for(
+    dcmtk_storescp: Callable[..., DcmtkStorescp], mixed: Mixed
+) -> None:
+    """--transfer-syntax jpeg-ls-lossless (storescu's -xs family, dcmsend has none): proposed
+    first and chosen when the peer accepts it; the pixels survive; a data set without pixels
+    goes in its own syntax."""
+    pytest.importorskip("numpy")
+    from dicomnet.pixels import can_encode
+
+    if not can_encode("jpeg-ls-lossless"):
+        pytest.skip("the codecs extra is not installed")
+    scp = dcmtk_storescp(extra=["+xa"])
+    files = [str(mixed.folder / n) for n in ("CT_small.dcm", "MR_small_RLE.dcm")]
+    files.append(str(mixed.folder / "sub" / "reportsi.dcm"))
+    result = dicomnet(
+        "store", "127.0.0.1", str(scp.port), *files, "--aec", "STORESCP", "-x", "jpeg-ls-lossless"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 compressed Explicit VR Little Endian -> JPEG-LS Lossless" in result.stdout
+    assert "1 transcoded RLE Lossless -> JPEG-LS Lossless" in result.stdout
+    received = {str(dcmread(p).SOPInstanceUID): dcmread(p) for p in scp.folder.iterdir()}
+    for name in ("CT_small.dcm", "MR_small_RLE.dcm"):
+        original = dcmread(mixed.folder / name)
+        arrived = received[str(original.SOPInstanceUID)]
+        assert arrived.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.80", name
+        assert "LossyImageCompression" not in arrived, name
+        assert arrived.pixel_array.tolist() == original.pixel_array.tolist(), name
+    report = dcmread(mixed.folder / "sub" / "reportsi.dcm")
+    assert (
+        received[str(report.SOPInstanceUID)].file_meta.TransferSyntaxUID
+        == report.file_meta.TransferSyntaxUID
+    )
+
+
+def test_lossy_transfer_syntax_needs_allow_lossy(mixed: Mixed) -> None:
+    ct = str(mixed.folder / "CT_small.dcm")
+    result = dicomnet("store", "127.0.0.1", "11112", ct, "--transfer-syntax", "jpeg-baseline")
+    assert result.returncode == 2
+    assert "is lossy: add --allow-lossy" in result.stderr
+    unknown = dicomnet("store", "127.0.0.1", "11112", ct, "-x", "jpeg-xl")
+    assert unknown.returncode == 2 and "unknown transfer syntax 'jpeg-xl'" in unknown.stderr
+
+
+@pytest.mark.interop
+def test_lossy_compression_marks_the_copy_and_refuses_lossy_input_unless_asked_twice(
+    dcmtk_storescp: Callable[..., DcmtkStorescp], mixed: Mixed
+) -> None:
+    """PS3.3 C.7.6.1.1.5: a lossy copy says so and is a new instance; an image that was lossy
+    already is not compressed lossy again without --allow-lossy-to-lossy (it goes as it is)."""
+    pytest.importorskip("numpy")
+    from dicomnet.pixels import can_encode
+
+    if not can_encode("jpeg-ls-near-lossless"):
+        pytest.skip("the codecs extra is not installed")
+    scp = dcmtk_storescp(extra=["+xa"])
+    ct = mixed.folder / "CT_small.dcm"
+    jpeg = mixed.folder / "SC_rgb_jpeg_dcmtk.dcm"
+    result = dicomnet(
+        "store",
+        "127.0.0.1",
+        str(scp.port),
+        str(ct),
+        str(jpeg),
+        "--aec",
+        "STORESCP",
+        "-x",
+        "jpeg-ls-near-lossless",
+        "--allow-lossy",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(
+        r"stored: \S*CT_small\.dcm \(compressed .*, lossy: new SOP Instance UID ", result.stdout
+    )
+    original = dcmread(ct)
+    arrived = {str(dcmread(p).SOPInstanceUID): dcmread(p) for p in scp.folder.iterdir()}
+    assert str(original.SOPInstanceUID) not in arrived  # a new instance
+    [copy] = [ds for ds in arrived.values() if ds.Modality == "CT"]
+    assert copy.LossyImageCompression == "01"
+    assert copy.LossyImageCompressionMethod == "ISO_14495_1"
+    assert float(copy.LossyImageCompressionRatio) > 1
+    difference = copy.pixel_array.astype(int) - original.pixel_array.astype(int)
+    assert 0 < abs(difference).max() <= 2  # NEAR=2
+    # The JPEG Baseline image was lossy already: sent as it was.
+    jpeg_uid = str(dcmread(jpeg).SOPInstanceUID)
+    assert arrived[jpeg_uid].file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
+
+
+@pytest.mark.interop
+def test_store_survives_a_peer_ending_the_association_while_it_converts(
+    dcmtk_storescp: Callable[..., DcmtkStorescp], tmp_path: Path
+) -> None:
+    """DCMTK's tools end an association that is silent for --socket-timeout seconds (60 by
+    default): a conversion that takes longer (the 1 GiB multi-frame case) must not lose the
+    file. The converted file is sent on a new association, converted once."""
+    pytest.importorskip("numpy")
+    from pydicom.encaps import encapsulate, generate_frames
+
+    from dicomnet.pixels import can_encode, transcode_file
+    from tests.helpers import make_ct, write_ct
+
+    if not can_encode("jpeg2000-lossless"):
+        pytest.skip("the codecs extra is not installed")
+    # 192 frames of 512x512 in JPEG 2000 (one frame coded once, repeated): decoding them all
+    # takes 3 s or more, well over storescp's --socket-timeout 1 (so the peer's abort cannot
+    # meet the start of the sending).
+    one = tmp_path / "one.dcm"
+    write_ct(one, rows=512, columns=512)
+    transcode_file(one, tmp_path / "one-j2k.dcm", "jpeg2000-lossless")
+    frame = dcmread(tmp_path / "one-j2k.dcm")
+    ds = make_ct(rows=8, columns=8)
+    ds.Rows = ds.Columns = 512
+    ds.NumberOfFrames = 192
+    ds.file_meta.TransferSyntaxUID = frame.file_meta.TransferSyntaxUID
+    codestream = next(generate_frames(frame.PixelData))
+    ds.PixelData = encapsulate([codestream] * 192)
+    ds["PixelData"].VR = "OB"
+    big = tmp_path / "big-j2k.dcm"
+    ds.save_as(big, enforce_file_format=True)
+    expected = dcmread(tmp_path / "one.dcm").PixelData * 192
+    scp = dcmtk_storescp(extra=["--socket-timeout", "1"])
+    result = dicomnet("store", "127.0.0.1", str(scp.port), str(big), "--aec", "STORESCP", "-v")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ended while a data set was converted" in result.stderr
+    assert "converted 1 of 1 files: 1 decompressed JPEG 2000" in result.stdout
+    [arrived] = list(scp.folder.iterdir())
+    assert dcmread(arrived).PixelData == expected

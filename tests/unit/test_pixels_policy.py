@@ -28,6 +28,7 @@ from dicomnet.pixels import (
     choose_context,
     proposed_contexts,
     storage_contexts,
+    storage_plan,
 )
 
 SC = "1.2.840.10008.5.1.4.1.1.7"
@@ -151,10 +152,35 @@ def test_missing_decoder_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- proposals ---------------------------------------------------------------------------------
 
 
-def test_native_file_proposes_one_context_as_before() -> None:
-    assert proposed_contexts(CT, ExplicitVRBigEndian) == [
+def test_native_file_proposes_its_own_syntax_alone_and_the_fallback() -> None:
+    """Issue 10, bug 2: in one context with the fallback, an acceptor that prefers Explicit VR
+    Little Endian (DCMTK's storescp) makes a big endian or implicit file be re-encoded although
+    it would have taken it as it is."""
+    fallback = ProposedContext(CT, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    for syntax in (ExplicitVRBigEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian):
+        assert proposed_contexts(CT, syntax) == [ProposedContext(CT, [syntax]), fallback]
+    # An Explicit VR Little Endian file's own context is the fallback.
+    assert proposed_contexts(CT, ExplicitVRLittleEndian) == [fallback]
+
+
+def test_without_the_fallback_a_file_is_proposed_as_before() -> None:
+    own = TranscodePolicy(propose_fallback=False, decompress=False)
+    assert proposed_contexts(CT, ExplicitVRBigEndian, own) == [
         ProposedContext(CT, [ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     ]
+    assert proposed_contexts(CT, JPEG2000Lossless, own) == [ProposedContext(CT, [JPEG2000Lossless])]
+
+
+def test_uncompressed_only_proposes_the_fallback() -> None:
+    policy = TranscodePolicy(propose_own=False)
+    assert proposed_contexts(CT, ImplicitVRLittleEndian, policy) == [
+        ProposedContext(CT, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    ]
+
+
+def test_a_policy_must_propose_something() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        TranscodePolicy(propose_own=False, propose_fallback=False)
 
 
 @codecs
@@ -174,6 +200,21 @@ def test_requested_targets_come_first_in_their_own_context() -> None:
 
 
 @codecs
+def test_a_target_equal_to_the_file_syntax_is_kept_when_the_own_syntax_is_not_proposed() -> None:
+    policy = TranscodePolicy(targets=(Target(JPEGLSLossless),), propose_own=False)
+    assert proposed_contexts(CT, JPEGLSLossless, policy)[0] == ProposedContext(CT, [JPEGLSLossless])
+    own = TranscodePolicy(targets=(Target(JPEGLSLossless),))
+    assert proposed_contexts(CT, JPEGLSLossless, own)[0] == ProposedContext(CT, [JPEGLSLossless])
+
+
+def test_a_data_set_without_pixels_prefers_its_own_syntax_over_the_targets() -> None:
+    policy = TranscodePolicy(targets=(Target(JPEGLSLossless),))
+    accepted = {1: JPEGLSLossless, 3: ExplicitVRLittleEndian}
+    choice = choose_context(ExplicitVRLittleEndian, accepted, policy, has_pixels=False)
+    assert (choice.context_id, choice.action) == (3, Action.SEND)
+
+
+@codecs
 def test_storage_contexts_share_fallbacks_and_keep_a_pair_together() -> None:
     pairs = [(CT, JPEG2000Lossless), (CT, RLELossless), (SC, ExplicitVRLittleEndian)]
     groups = storage_contexts(pairs)
@@ -188,3 +229,13 @@ def test_storage_contexts_share_fallbacks_and_keep_a_pair_together() -> None:
     assert [c.abstract_syntax for c in small[1]] == [SC]
     split = storage_contexts([(CT, JPEG2000Lossless), (SC, ExplicitVRLittleEndian), (CT, RLELossless)], limit=3)  # fmt: skip
     assert split[1] == [ProposedContext(CT, [RLELossless]), fallback]
+
+
+def test_storage_plan_says_which_pairs_each_association_carries() -> None:
+    pairs = [(CT, ImplicitVRLittleEndian), (SC, ExplicitVRLittleEndian), (CT, ExplicitVRBigEndian)]
+    plan = storage_plan(pairs, limit=3)
+    assert [group_pairs for _, group_pairs in plan] == [pairs[:2], pairs[2:]]
+    for contexts, _ in plan:
+        assert len(contexts) <= 3
+    assert storage_contexts(pairs, limit=3) == [contexts for contexts, _ in plan]
+    assert storage_plan([]) == []

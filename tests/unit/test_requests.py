@@ -4,10 +4,13 @@ names dicomnet.client and dicomnet keep re-exporting. No network."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
+from pydicom.data import get_testdata_file
 from pydicom.uid import (
     CTImageStorage,
     DeflatedExplicitVRLittleEndian,
@@ -19,10 +22,11 @@ from pydicom.uid import (
 
 import dicomnet
 import dicomnet.client
-from dicomnet.dataset import decode_dataset
+from dicomnet.dataset import FileInfo, decode_dataset, read_file_info
 from dicomnet.dimse import commands as c
 from dicomnet.errors import NegotiationError
 from dicomnet.negotiation import Negotiated, NegotiatedContext
+from dicomnet.pixels import Action, TranscodePolicy, TranscodePool, dataset_mislabelled
 from dicomnet.requests import (
     CEchoRequest,
     CFindRequest,
@@ -30,6 +34,7 @@ from dicomnet.requests import (
     CMoveRequest,
     CStoreRequest,
     get_storage_contexts,
+    instance_uids,
 )
 from dicomnet.uids import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE, VERIFICATION
 from tests.helpers import make_ct, write_ct
@@ -49,40 +54,62 @@ def _negotiated(*contexts: tuple[str, str]) -> Negotiated:
 # -- proposed contexts ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("from_dataset", [False, True])
 @pytest.mark.parametrize(
-    ("ts", "from_dataset", "expected"),
+    ("ts", "expected"),
     [
-        # Uncompressed: either source may be re-encoded into the little endian syntaxes.
-        (ExplicitVRLittleEndian, False, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]),
-        (ImplicitVRLittleEndian, False, [ImplicitVRLittleEndian, ExplicitVRLittleEndian]),
+        # Explicit VR Little Endian's own context is the fallback itself.
+        (ExplicitVRLittleEndian, [[ExplicitVRLittleEndian, ImplicitVRLittleEndian]]),
+        # Other syntaxes alone (an acceptor that prefers another one cannot make us convert a
+        # file it would have taken as it is, issue 10 bug 2), then the uncompressed fallback.
+        (
+            ImplicitVRLittleEndian,
+            [[ImplicitVRLittleEndian], [ExplicitVRLittleEndian, ImplicitVRLittleEndian]],
+        ),
         (
             ExplicitVRBigEndian,
-            False,
-            [ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian],
+            [[ExplicitVRBigEndian], [ExplicitVRLittleEndian, ImplicitVRLittleEndian]],
         ),
-        # Deflated: a Dataset is re-encoded from memory, a file is sent as it is.
         (
             DeflatedExplicitVRLittleEndian,
-            True,
-            [DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian],
+            [[DeflatedExplicitVRLittleEndian], [ExplicitVRLittleEndian, ImplicitVRLittleEndian]],
         ),
-        (DeflatedExplicitVRLittleEndian, False, [DeflatedExplicitVRLittleEndian]),
-        # Encapsulated pixel data is never transcoded.
-        (JPEGBaseline8Bit, True, [JPEGBaseline8Bit]),
-        (JPEGBaseline8Bit, False, [JPEGBaseline8Bit]),
     ],
 )
-def test_store_proposes_its_syntax_then_those_it_can_be_reencoded_into(
-    ts: str, from_dataset: bool, expected: list[str]
+def test_store_proposes_its_syntax_then_the_uncompressed_fallback(
+    ts: str, from_dataset: bool, expected: list[list[str]]
 ) -> None:
     request = CStoreRequest(
         sop_class_uid=CTImageStorage,
         transfer_syntax=ts,
         dataset=Dataset() if from_dataset else None,
     )
+    contexts = request.contexts()
+    assert {ctx.abstract_syntax for ctx in contexts} == {CTImageStorage}
+    assert [list(ctx.transfer_syntaxes) for ctx in contexts] == expected
+
+
+def test_store_of_compressed_data_proposes_the_fallback_only_when_it_can_be_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dicomnet.pixels.policy as policy
+
+    request = CStoreRequest(sop_class_uid=CTImageStorage, transfer_syntax=JPEGBaseline8Bit)
+    monkeypatch.setattr(policy, "can_decode", lambda ts: True)
+    assert [list(c.transfer_syntaxes) for c in request.contexts()] == [
+        [JPEGBaseline8Bit],
+        [ExplicitVRLittleEndian, ImplicitVRLittleEndian],
+    ]
+    monkeypatch.setattr(policy, "can_decode", lambda ts: False)
+    assert [list(c.transfer_syntaxes) for c in request.contexts()] == [[JPEGBaseline8Bit]]
+
+
+def test_store_proposes_as_before_without_the_fallback() -> None:
+    own = TranscodePolicy(propose_fallback=False, decompress=False)
+    request = CStoreRequest(sop_class_uid=CTImageStorage, transfer_syntax=ImplicitVRLittleEndian)
+    request.policy = own
     [ctx] = request.contexts()
-    assert ctx.abstract_syntax == CTImageStorage
-    assert list(ctx.transfer_syntaxes) == expected
+    assert list(ctx.transfer_syntaxes) == [ImplicitVRLittleEndian, ExplicitVRLittleEndian]
 
 
 def test_query_requests_propose_their_model_and_a_get_its_storage_contexts() -> None:
@@ -174,14 +201,125 @@ def test_store_reencodes_uncompressed_data_into_the_accepted_syntax(tmp_path: Pa
     assert decode_dataset(dataset, ImplicitVRLittleEndian).PixelData == ds.PixelData
 
 
-def test_store_refuses_to_transcode_or_send_without_a_context() -> None:
+def test_store_needs_prepare_to_convert_and_a_context_to_send() -> None:
     compressed = CStoreRequest(
         sop_class_uid=CTImageStorage, transfer_syntax=JPEGBaseline8Bit, dataset=Dataset()
     )
-    with pytest.raises(NegotiationError, match="does not transcode"):
+    with pytest.raises(NegotiationError, match=r"must be converted \(decompress"):
         compressed.outgoing(_negotiated((CTImageStorage, ExplicitVRLittleEndian)))
     with pytest.raises(NegotiationError, match="no presentation context"):
         compressed.outgoing(_negotiated((VERIFICATION, ExplicitVRLittleEndian)))
+
+
+def test_store_chooses_among_all_accepted_contexts_of_its_sop_class(tmp_path: Path) -> None:
+    """Issue 10, bug 1: the first accepted context of the SOP class is JPEG 2000, a later one
+    takes the file's own syntax."""
+    path = tmp_path / "ct.dcm"
+    write_ct(path, rows=8, columns=8)
+    request = CStoreRequest.from_file(path)
+    ctx, _, dataset = request.outgoing(
+        _negotiated(
+            (CTImageStorage, "1.2.840.10008.1.2.4.90"),
+            (CTImageStorage, ImplicitVRLittleEndian),
+            (CTImageStorage, ExplicitVRLittleEndian),
+        )
+    )
+    assert ctx.context_id == 5 and dataset is request.file
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[TranscodePool]:
+    async with TranscodePool(max_workers=1) as workers:
+        yield workers
+
+
+async def test_prepare_re_encodes_into_a_temporary_file_removed_by_cleanup(
+    tmp_path: Path, pool: TranscodePool
+) -> None:
+    path = tmp_path / "ct.dcm"
+    ds = make_ct(rows=8, columns=8)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    ds.save_as(path, enforce_file_format=True)
+    original = path.read_bytes()
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    request = CStoreRequest.from_file(path)
+    negotiated = _negotiated(
+        (CTImageStorage, "1.2.840.10008.1.2.4.90"), (CTImageStorage, ImplicitVRLittleEndian)
+    )
+    await request.prepare(negotiated, pool=pool, temp_dir=spool)
+    assert request.choice is not None and request.choice.action is Action.REENCODE
+    assert request.transcoded is not None and request.transcoded.action is Action.REENCODE
+    ctx, msg, payload = request.outgoing(negotiated)
+    assert ctx.context_id == 3 and isinstance(payload, FileInfo)
+    assert payload.path.parent == spool and payload.transfer_syntax == ImplicitVRLittleEndian
+    assert isinstance(msg, c.CStoreRQ) and msg.affected_sop_instance_uid == ds.SOPInstanceUID
+    # The same values (pydicom swaps the big endian words of the source when it reads them).
+    assert dcmread(payload.path).pixel_array.tolist() == dcmread(path).pixel_array.tolist()
+    assert path.read_bytes() == original
+    request.cleanup()
+    assert list(spool.iterdir()) == []
+
+
+async def test_prepare_fails_with_the_reason_and_leaves_nothing(
+    tmp_path: Path, pool: TranscodePool
+) -> None:
+    path = tmp_path / "ct.dcm"
+    write_ct(path, rows=8, columns=8)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    request = CStoreRequest.from_file(path)
+    with pytest.raises(NegotiationError, match="compressing to it was not asked for"):
+        await request.prepare(
+            _negotiated((CTImageStorage, "1.2.840.10008.1.2.4.80")), pool=pool, temp_dir=spool
+        )
+    assert list(spool.iterdir()) == []
+
+
+async def test_a_data_set_not_encoded_as_its_syntax_says_is_rewritten_pixels_untouched(
+    tmp_path: Path, pool: TranscodePool
+) -> None:
+    """pydicom's SC_rgb_jpeg.dcm: implicit VR elements under JPEG Baseline (explicit VR).
+    Sent as it is, DCMTK's storescp cannot parse it and aborts the association."""
+    source = Path(str(get_testdata_file("SC_rgb_jpeg.dcm")))
+    info = read_file_info(source)
+    assert dataset_mislabelled(source, info.offset, info.transfer_syntax)
+    request = CStoreRequest.from_info(info)
+    negotiated = _negotiated((info.sop_class_uid, JPEGBaseline8Bit))
+    await request.prepare(negotiated, pool=pool, temp_dir=tmp_path)
+    _, _, payload = request.outgoing(negotiated)
+    assert isinstance(payload, FileInfo) and payload.path.parent == tmp_path
+    assert not dataset_mislabelled(payload.path, payload.offset, payload.transfer_syntax)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        before = dcmread(source)
+    after = dcmread(payload.path)
+    assert after.PixelData == before.PixelData
+    assert after.file_meta.TransferSyntaxUID == JPEGBaseline8Bit
+    assert not after.is_implicit_VR
+    request.cleanup()
+
+
+def test_the_command_names_the_data_set_s_instance_when_the_meta_disagrees(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """pydicom's rtplan.dcm: its meta information names another SOP Instance UID than its data
+    set (DCMTK's storescp answers such a command 0xA900)."""
+    source = Path(str(get_testdata_file("rtplan.dcm")))
+    info = read_file_info(source)
+    ds = dcmread(source, stop_before_pixels=True)
+    assert info.sop_instance_uid != ds.SOPInstanceUID
+    assert instance_uids(info) == (ds.SOPClassUID, ds.SOPInstanceUID)
+    assert "the C-STORE names the data set's" in caplog.text
+    request = CStoreRequest.from_file(source)
+    assert request.sop_instance_uid == ds.SOPInstanceUID
+    # Big endian: read through pydicom.
+    big = Path(str(get_testdata_file("rtdose_expb.dcm")))
+    expected = dcmread(big, stop_before_pixels=True)
+    assert instance_uids(read_file_info(big)) == (
+        expected.SOPClassUID,
+        expected.SOPInstanceUID,
+    )
 
 
 # -- names ------------------------------------------------------------------------------------------

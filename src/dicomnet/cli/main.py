@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,11 @@ from dicomnet.cli.workflow import COMMANDS as WORKFLOW_COMMANDS
 from dicomnet.client import CStoreRequest, DicomClient, Request
 from dicomnet.dataset import FileInfo
 from dicomnet.dimse.status import StatusCategory, category, describe
-from dicomnet.errors import NegotiationError
-from dicomnet.negotiation import contexts_for
+from dicomnet.errors import AssociationAborted, NegotiationError, TranscodeError
+from dicomnet.negotiation import ProposedContext
+from dicomnet.pixels import ALIASES, Action, Target, TranscodePolicy, as_target, storage_plan
+from dicomnet.pixels.syntaxes import syntax_name
+from dicomnet.requests import instance_names
 from dicomnet.uids import uid_name
 
 log = logging.getLogger("dicomnet.cli")
@@ -121,6 +125,47 @@ def echo(
 # --- store ----------------------------------------------------------------------------------------
 
 
+#: ``--propose``: which contexts to propose for each file besides the ``--transfer-syntax`` ones.
+PROPOSALS: dict[str, tuple[bool, bool]] = {  # name -> (own syntax, uncompressed fallback)
+    "auto": (True, True),
+    "own": (True, False),
+    "uncompressed": (False, True),
+}
+
+
+def _store_policy(
+    transfer_syntaxes: Sequence[str],
+    propose: str,
+    allow_lossy: bool,
+    allow_lossy_to_lossy: bool,
+) -> TranscodePolicy:
+    """The transcoding policy of ``dicomnet store``'s options; a usage error for a syntax that
+    is unknown or lossy without ``--allow-lossy``."""
+    targets: list[Target] = []
+    for name in transfer_syntaxes:
+        try:
+            target = as_target(name)
+        except (TranscodeError, ValueError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--transfer-syntax") from None
+        if target.lossy and not allow_lossy:
+            raise click.BadParameter(
+                f"{name} ({target}) is lossy: add --allow-lossy to compress with loss",
+                param_hint="--transfer-syntax",
+            )
+        targets.append(target)
+    own, fallback = PROPOSALS[propose]
+    return TranscodePolicy(
+        targets=tuple(targets),
+        # "own": the files go as they are (or re-encoded between uncompressed syntaxes), never
+        # decompressed: dcmsend's --decompress-never.
+        decompress=fallback,
+        allow_lossy=allow_lossy,
+        allow_lossy_to_lossy=allow_lossy_to_lossy,
+        propose_own=own,
+        propose_fallback=fallback,
+    )
+
+
 @main.command()
 @click.argument("host")
 @click.argument("port", type=click.IntRange(1, 65535))
@@ -142,6 +187,32 @@ def echo(
     type=click.IntRange(0, 65535),
     help="Requests outstanding at once (asynchronous operations window; 0 = unlimited).",
 )
+@click.option(
+    "-x",
+    "--transfer-syntax",
+    "transfer_syntaxes",
+    multiple=True,
+    metavar="NAME",
+    help="Send the images in this transfer syntax when the peer accepts it, compressing them "
+    "(repeat for a preference order; a UID or one of: " + ", ".join(ALIASES) + "). Lossy ones "
+    "need --allow-lossy.",
+)
+@click.option(
+    "--propose",
+    type=click.Choice(list(PROPOSALS)),
+    default="auto",
+    show_default=True,
+    help="Contexts proposed per file besides --transfer-syntax: auto = its own syntax and an "
+    "uncompressed fallback (decompressed only when the peer takes nothing else); own = its own "
+    "syntax only, never decompressed (dcmsend --decompress-never); uncompressed = the "
+    "uncompressed syntaxes only, every image decompressed (storescu's default).",
+)
+@click.option("--allow-lossy", is_flag=True, help="Allow lossy --transfer-syntax targets.")
+@click.option(
+    "--allow-lossy-to-lossy",
+    is_flag=True,
+    help="Also compress images that were lossy compressed before with a lossy target.",
+)
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for each answer.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the summary and the failures.")
 @click.option("-v", "--verbose", count=True, help="Log the association (-vv: and every PDU).")
@@ -155,22 +226,32 @@ def store(
     recursive: bool,
     max_pdu: int,
     async_ops: int,
+    transfer_syntaxes: tuple[str, ...],
+    propose: str,
+    allow_lossy: bool,
+    allow_lossy_to_lossy: bool,
     timeout: float,
     quiet: bool,
     verbose: int,
     security: ClientSecurity,
 ) -> None:
-    """Send DICOM files and folders with C-STORE (like DCMTK's storescu).
+    """Send DICOM files and folders with C-STORE (like DCMTK's storescu / dcmsend).
 
-    All files go in one association (more only when they need over 128 presentation contexts),
-    proposing each file's own SOP class and transfer syntax; the data sets are streamed from
-    disk, not re-encoded. Files that are not DICOM are reported and skipped. A progress bar
-    (files, MB, MB/s) on a terminal, one line per file otherwise, and a summary at the end.
+    All files go in one association (more only when they need over 128 presentation contexts).
+    Each file's own SOP class and transfer syntax are proposed, with an uncompressed fallback:
+    a file goes as it is when the peer accepts its syntax (streamed from disk), else re-encoded
+    or decompressed (lossless decoding; lossy images keep Lossy Image Compression "01") into an
+    uncompressed syntax the peer accepted, off the event loop on every core. With
+    --transfer-syntax, images are compressed to it when the peer accepts it; lossy compression
+    only with --allow-lossy (the copy gets a new SOP Instance UID). Files that are not DICOM are
+    reported and skipped. A progress bar (files, MB, MB/s) on a terminal, one line per file
+    otherwise, and a summary at the end that counts the files converted and how.
 
     Exit code: 0 when every DICOM file was stored (success or warning), 1 when any failed or
     none was found, 2 when the peer could not be reached or rejected the association.
     """
     setup_logging(verbose, quiet=verbose == 0)
+    policy = _store_policy(transfer_syntaxes, propose, allow_lossy, allow_lossy_to_lossy)
     files, skipped = _scan(paths, recursive)
     for _path, why in skipped:
         click.echo(f"skipped: {why}", err=True)
@@ -190,10 +271,43 @@ def store(
                 timeout,
                 quiet,
                 len(skipped),
+                policy,
                 security,
             )
         )
     )
+
+
+_DONE = {
+    Action.REENCODE: "re-encoded",
+    Action.DECOMPRESS: "decompressed",
+    Action.COMPRESS: "compressed",
+    Action.TRANSCODE: "transcoded",
+}
+
+
+def _conversion(request: CStoreRequest) -> tuple[str, str] | None:
+    """How a request's data set was converted: the summary's words ("decompressed JPEG-LS
+    Lossless -> Explicit VR Little Endian") and the file line's (with the new SOP Instance UID
+    of a lossy copy); None when it was sent as it was."""
+    result = request.transcoded
+    if result is None:
+        return None
+    target = request.choice.target if request.choice else syntax_name(result.transfer_syntax)
+    how = (
+        f"{_DONE.get(result.action, str(result.action))} "
+        f"{syntax_name(result.source_syntax)} -> {target}"
+    )
+    if result.lossy:
+        return how, f"{how}, lossy: new SOP Instance UID {result.sop_instance_uid}"
+    return how, how
+
+
+def _one_line(error: BaseException, path: Path) -> str:
+    """An error as one line, without the path its message may start with."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    prefix = f"{path}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 async def _store(
@@ -207,6 +321,7 @@ async def _store(
     timeout: float,
     quiet: bool,
     skipped: int,
+    policy: TranscodePolicy,
     security: ClientSecurity | None = None,
 ) -> int:
     from rich.progress import (
@@ -222,6 +337,7 @@ async def _store(
     interactive = sys.stdout.isatty() and not quiet
     sent = warnings = done = 0
     failures: list[tuple[Path, str]] = []
+    conversions: dict[str, int] = {}
     start = time.perf_counter()
     progress = Progress(
         TextColumn("[bold]store[/]"),
@@ -232,17 +348,35 @@ async def _store(
         TimeRemainingColumn(),
         disable=not interactive,
     )
-    groups = contexts_for((f.sop_class_uid, f.transfer_syntax) for f in files)
-    group_of: dict[tuple[str, str], int] = {}
-    for i, group in enumerate(groups):
-        for ctx in group:
-            group_of.setdefault((ctx.abstract_syntax, ctx.transfer_syntaxes[0]), i)
-    by_group: list[list[FileInfo]] = [[] for _ in groups]
+    # PS3.7 9.1.1.1: a C-STORE-RQ names the SOP class and instance (the data set's, else the
+    # meta information's); a file that names neither cannot be sent (nor proposed).
+    names = {f.path: instance_names(f) for f in files}
+    sendable: list[FileInfo] = []
     for f in files:
-        by_group[group_of[(f.sop_class_uid, f.transfer_syntax)]].append(f)
+        sop_class, sop_instance = names[f.path].sop_class_uid, names[f.path].sop_instance_uid
+        missing = [
+            name
+            for name, value in (("SOP Class UID", sop_class), ("SOP Instance UID", sop_instance))
+            if not value
+        ]
+        if missing:
+            why = " and ".join(missing)
+            failures.append((f.path, f"not sent: no {why} in its meta information or data set"))
+        else:
+            sendable.append(f)
+    plan = storage_plan(
+        ((names[f.path].sop_class_uid, f.transfer_syntax) for f in sendable), policy
+    )
+    group_of = {pair: i for i, (_, pairs) in enumerate(plan) for pair in pairs}
+    by_group: list[list[FileInfo]] = [[] for _ in plan]
+    for f in sendable:
+        by_group[group_of[(names[f.path].sop_class_uid, f.transfer_syntax)]].append(f)
 
     with progress:
         task = progress.add_task("store", total=total_bytes, done=0, count=len(files))
+        for path, why in failures:
+            if not interactive and not quiet:
+                click.echo(f"failed: {path}: {why}")
 
         def finished(info: FileInfo, line: str | None) -> None:
             nonlocal done
@@ -259,23 +393,28 @@ async def _store(
             if cat is StatusCategory.PENDING:
                 return
             path = request.file.path
+            conversion = _conversion(request)
+            note = ""
+            if conversion is not None:
+                conversions[conversion[0]] = conversions.get(conversion[0], 0) + 1
+                note = f" ({conversion[1]})"
             if cat is StatusCategory.SUCCESS:
                 sent += 1
-                finished(request.file, f"stored: {path}")
+                finished(request.file, f"stored: {path}{note}")
                 return
             comment = getattr(response, "error_comment", None)
             why = describe(status) + (f": {comment}" if comment else "")
             if cat is StatusCategory.WARNING:
                 sent += 1
                 warnings += 1
-                finished(request.file, f"stored with warning: {path}: {why}")
+                finished(request.file, f"stored with warning: {path}{note}: {why}")
             else:
-                failures.append((path, why))
-                finished(request.file, f"failed: {path}: {why}")
+                failures.append((path, why + note))
+                finished(request.file, f"failed: {path}: {why}{note}")
 
-        for contexts, group_files in zip(groups, by_group, strict=True):
-            if not group_files:
-                continue
+        async def send_group(
+            contexts: list[ProposedContext], group_files: list[FileInfo]
+        ) -> list[CStoreRequest]:
             async with DicomClient(
                 host,
                 port,
@@ -285,6 +424,7 @@ async def _store(
                 dimse_timeout=timeout,
                 acse_timeout=timeout,
                 connect_timeout=timeout,
+                transcode_policy=policy,
                 **(security.client_kwargs() if security is not None else {}),
             ) as client:
                 for ctx in contexts:
@@ -295,9 +435,10 @@ async def _store(
                     CStoreRequest(
                         on_response=on_response,
                         file=f,
-                        sop_class_uid=f.sop_class_uid,
-                        sop_instance_uid=f.sop_instance_uid,
+                        sop_class_uid=names[f.path].sop_class_uid,
+                        sop_instance_uid=names[f.path].sop_instance_uid,
                         transfer_syntax=f.transfer_syntax,
+                        mislabelled=names[f.path].mislabelled,
                     )
                     for f in group_files
                 ]
@@ -311,16 +452,42 @@ async def _store(
                         len(client.negotiated.contexts),
                         client.negotiated.max_operations_invoked or "unlimited",
                     )
+            return requests
+
+        for (contexts, _pairs), group_files in zip(plan, by_group, strict=True):
+            remaining = group_files
+            while remaining:
+                requests = await send_group(contexts, remaining)
+                # A peer that aborts (DCMTK's storescp does on a data set it cannot parse)
+                # fails the files in flight; those never sent go in a new association.
+                unsent = [
+                    r
+                    for r in requests
+                    if isinstance(r.error, AssociationAborted) and r.message_id == 0
+                ]
+                retry = 0 < len(unsent) < len(requests)
+                if retry:
+                    log.warning(
+                        "the association ended before %d of %d files were sent (%s); sending "
+                        "them in a new association",
+                        len(unsent),
+                        len(requests),
+                        _one_line(unsent[0].error or AssociationAborted(""), Path()),
+                    )
+                remaining = [r.file for r in unsent if r.file is not None] if retry else []
                 for request in requests:
-                    if request.error is not None and request.file is not None:
-                        why = f"not sent: {request.error}"
-                        if isinstance(request.error, NegotiationError):
-                            why += (
-                                f" ({uid_name(request.sop_class_uid)} in "
-                                f"{uid_name(request.transfer_syntax)})"
-                            )
-                        failures.append((request.file.path, why))
-                        finished(request.file, f"failed: {request.file.path}: {why}")
+                    if request.error is None or request.file is None:
+                        continue
+                    if retry and request in unsent:
+                        continue
+                    why = f"not sent: {_one_line(request.error, request.file.path)}"
+                    if isinstance(request.error, NegotiationError):
+                        why += (
+                            f" ({uid_name(request.sop_class_uid)} in "
+                            f"{uid_name(request.transfer_syntax)})"
+                        )
+                    failures.append((request.file.path, why))
+                    finished(request.file, f"failed: {request.file.path}: {why}")
     elapsed = max(time.perf_counter() - start, 1e-9)
     mb = total_bytes / 1e6
     click.echo(
@@ -328,6 +495,12 @@ async def _store(
         f"({len(files) / elapsed:.1f} files/s, {mb / elapsed:.1f} MB/s); "
         f"{warnings} warnings, {len(failures)} failed, {skipped} skipped (not DICOM)"
     )
+    if conversions:
+        counted = sorted(conversions.items(), key=lambda item: (-item[1], item[0]))
+        click.echo(
+            f"converted {sum(conversions.values())} of {len(files)} files: "
+            + "; ".join(f"{n} {how}" for how, n in counted)
+        )
     for path, why in failures:
         click.echo(f"failed: {path}: {why}", err=True)
     return 1 if failures else 0

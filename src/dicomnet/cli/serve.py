@@ -94,6 +94,31 @@ def parse_peers(name: str, value: Any) -> dict[str, tuple[str, int]]:
     return peers
 
 
+def parse_store_as(name: str, raw: Any) -> str:
+    """``--store-as``: a lossless transfer syntax this installation can write (a short name
+    such as ``jpeg-ls-lossless`` or a UID), as its UID; "" keeps what arrives as it arrived."""
+    from dicomnet.errors import TranscodeError
+    from dicomnet.pixels import ALIASES, as_target, can_encode
+
+    text = str(raw).strip()
+    if not text or text.lower() in ("as-received", "none"):
+        return ""
+    try:
+        target = as_target(text)
+    except (TranscodeError, ValueError) as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    lossless = [n for n, t in ALIASES.items() if not t.lossy and not t.native]
+    if target.lossy:
+        raise ValueError(
+            f"{name}: {target} is lossy; an archive stores losslessly: one of {', '.join(lossless)}"
+        )
+    if not can_encode(target):
+        from dicomnet.pixels import capability
+
+        raise ValueError(f"{name}: {capability(target.transfer_syntax).why_not(encode=True)}")
+    return target.transfer_syntax
+
+
 #: How a value from the command line or the file becomes a field's value, by the field's type;
 #: a field of another type names its parser in its metadata (``metadata={"parse": ...}``).
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
@@ -135,6 +160,7 @@ class ServeConfig(SecurityConfig):
     viewer: str | None = field(default=None, metadata={"parse": _PARSERS["str"]})
     viewer_dir: Path | None = field(default=None, metadata={"parse": _PARSERS["Path"]})
     web: Mapping[str, Any] = field(default_factory=dict, metadata={"parse": check_web_table})
+    store_as: str = field(default="", metadata={"parse": parse_store_as})
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -295,6 +321,16 @@ def read_config_file(path: str | None) -> dict[str, Any]:
     help="The prebuilt OHIF's folder (its index.html, app.bundle...).  [default: ohif/dist]",
 )
 @click.option(
+    "--store-as",
+    default=None,
+    metavar="SYNTAX",
+    help="Store images in this lossless transfer syntax (jpeg-ls-lossless, jpeg2000-lossless, "
+    "rle, deflated, explicit-le, ... or a UID), converted off the event loop before success is "
+    "answered; lossy-compressed images, data sets without pixels and images the codec cannot "
+    "take are kept as they arrived. The index records the stored syntax.  "
+    "[default: as received]",
+)
+@click.option(
     "--config",
     "config_path",
     default=None,
@@ -433,6 +469,7 @@ def _service_factory(
         index=index,
         peers=config.peers,
         aet=config.aet,
+        store_as=config.store_as or None,
     )
     return index, factory
 
@@ -459,6 +496,10 @@ async def _serve(
         await web.start(http, config.storage, writer=factory.index_writer, layout=config.layout,
                         shutdown_timeout=config.shutdown_timeout)  # fmt: skip
     audit_application(secure.get("security"), started=True)
+    if config.store_as:
+        from dicomnet.pixels.pool import default_pool
+
+        default_pool().warm()  # the codec workers, before the first instance arrives
     # Commitment reports that could not be delivered: retried by the first process only.
     start_workflow(factory, retries=children is not None)
     stop = _on_signals()

@@ -14,6 +14,7 @@ from dicomnet.pixels.policy import (
     choose_context,
     proposed_contexts,
     storage_contexts,
+    storage_plan,
 )
 from dicomnet.pixels.pool import TranscodePool, transcode_file_async
 from dicomnet.pixels.syntaxes import (
@@ -27,7 +28,16 @@ from dicomnet.pixels.syntaxes import (
     capabilities,
     capability,
 )
-from dicomnet.pixels.transcode import Action, TranscodeResult, classify, transcode_file
+from dicomnet.pixels.transcode import (
+    Action,
+    FileProbe,
+    TranscodeResult,
+    classify,
+    convert_for_storage,
+    dataset_mislabelled,
+    probe_file,
+    transcode_file,
+)
 
 __all__ = [
     "ALIASES",
@@ -35,6 +45,7 @@ __all__ = [
     "Action",
     "Capability",
     "ContextChoice",
+    "FileProbe",
     "Target",
     "TranscodeError",
     "TranscodePolicy",
@@ -47,8 +58,12 @@ __all__ = [
     "capability",
     "choose_context",
     "classify",
+    "convert_for_storage",
+    "dataset_mislabelled",
+    "probe_file",
     "proposed_contexts",
     "storage_contexts",
+    "storage_plan",
     "transcode_file",
     "transcode_file_async",
 ]

@@ -3,10 +3,14 @@
 installation's codecs can do.
 
 Rules:
-- Propose per SOP class the file's own syntax (with the little endian native ones when the file
-  is native, as ``negotiation.storage_context`` does) and, for an encapsulated file this
-  installation can decode, a fallback context with the native syntaxes; the user's requested
-  syntaxes (``TranscodePolicy.targets``) in a context of their own, first.
+- Propose per SOP class the file's own syntax in a context of its own (so that an acceptor that
+  prefers another syntax cannot make us re-encode a file it would have taken as it is) and a
+  fallback context with the little endian native syntaxes (for a native file always, for an
+  encapsulated one when this installation can decode it); an Explicit VR Little Endian file's
+  own context is that fallback. The user's requested syntaxes (``TranscodePolicy.targets``) go
+  in a context of their own, first. Without the fallback (``propose_fallback=False``) a file is
+  proposed as before this module existed: its own syntax, with the little endian native ones
+  when it is native.
 - Choose among *all* accepted contexts of the SOP class: the syntaxes the user asked for first,
   then the file's own syntax, then a native syntax it can be re-encoded to, then a native syntax
   it can be decompressed to (lossless decoding is always allowed). Compression happens only
@@ -48,6 +52,14 @@ class TranscodePolicy:
     decompress: bool = True
     allow_lossy: bool = False
     allow_lossy_to_lossy: bool = False
+    #: Propose each file's own syntax (False: only the targets and the fallback).
+    propose_own: bool = True
+    #: Propose the native fallback context (False: only the targets and the own syntax).
+    propose_fallback: bool = True
+
+    def __post_init__(self) -> None:
+        if not (self.targets or self.propose_own or self.propose_fallback):
+            raise ValueError("a transcoding policy must propose at least one transfer syntax")
 
 
 DEFAULT_POLICY = TranscodePolicy()
@@ -128,7 +140,9 @@ def choose_context(
             action = Action.REENCODE
         return ContextChoice(by_syntax[ts], ts, action, target)
 
-    candidates: list[tuple[Target, bool]] = [(t, True) for t in policy.targets]
+    # A data set without pixels is only re-encoded: its own syntax first, the targets (chosen
+    # for the pixels) only when nothing else was accepted.
+    candidates: list[tuple[Target, bool]] = [(t, True) for t in policy.targets if has_pixels]
     candidates.append((Target(file_syntax), False))
     candidates += [(Target(ts), False) for ts in NATIVE]
     candidates += [(Target(ts), False) for ts in by_syntax if ts not in NATIVE]
@@ -163,13 +177,51 @@ def proposed_contexts(
     """The contexts to propose for one (SOP class, transfer syntax) of the files to send."""
     contexts: list[ProposedContext] = []
     wanted = [t.transfer_syntax for t in policy.targets if can_encode(t) or t.native]
-    wanted = [ts for ts in dict.fromkeys(wanted) if ts != file_syntax]
+    # The file's own syntax is in its own context when that is proposed.
+    wanted = [ts for ts in dict.fromkeys(wanted) if ts != file_syntax or not policy.propose_own]
     if wanted:
         contexts.append(ProposedContext(sop_class_uid, wanted))
-    contexts.append(storage_context(sop_class_uid, file_syntax))
-    if not is_native(file_syntax) and policy.decompress and can_decode(file_syntax):
+    native = is_native(file_syntax)
+    fallback = policy.propose_fallback and (
+        native or (policy.decompress and can_decode(file_syntax))
+    )
+    if policy.propose_own:
+        if not policy.propose_fallback:
+            contexts.append(storage_context(sop_class_uid, file_syntax))
+        elif file_syntax != FALLBACK_SYNTAXES[0]:
+            contexts.append(ProposedContext(sop_class_uid, [file_syntax]))
+    if fallback:
         contexts.append(ProposedContext(sop_class_uid, list(FALLBACK_SYNTAXES)))
     return contexts
+
+
+def storage_plan(
+    pairs: Iterable[tuple[str, str]],
+    policy: TranscodePolicy = DEFAULT_POLICY,
+    limit: int = MAX_PRESENTATION_CONTEXTS,
+) -> list[tuple[list[ProposedContext], list[tuple[str, str]]]]:
+    """``negotiation.contexts_for`` with fallbacks: group the contexts of (SOP class, transfer
+    syntax) pairs into associations of at most ``limit`` contexts, identical contexts once per
+    association, all contexts of one pair in the same association (the choice needs them all).
+    Each group comes with the pairs whose files it carries."""
+    if limit < 3:
+        raise ValueError(f"limit must be at least 3 (a pair may need 3 contexts), not {limit}")
+    groups: list[tuple[list[ProposedContext], list[tuple[str, str]]]] = [([], [])]
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    for pair in dict.fromkeys(pairs):
+        contexts = proposed_contexts(*pair, policy)
+        keys = [(c.abstract_syntax, tuple(c.transfer_syntaxes)) for c in contexts]
+        new = [(k, c) for k, c in zip(keys, contexts, strict=True) if k not in seen]
+        if len(groups[-1][0]) + len(new) > limit:
+            groups.append(([], []))
+            seen = set()
+            new = list(zip(keys, contexts, strict=True))
+        for key, context in new:
+            if key not in seen:
+                seen.add(key)
+                groups[-1][0].append(context)
+        groups[-1][1].append(pair)
+    return groups if groups[0][1] else []
 
 
 def storage_contexts(
@@ -177,23 +229,5 @@ def storage_contexts(
     policy: TranscodePolicy = DEFAULT_POLICY,
     limit: int = MAX_PRESENTATION_CONTEXTS,
 ) -> list[list[ProposedContext]]:
-    """``negotiation.contexts_for`` with fallbacks: group the contexts of (SOP class, transfer
-    syntax) pairs into associations of at most ``limit`` contexts, identical contexts once per
-    association, all contexts of one pair in the same association (the choice needs them all)."""
-    if limit < 3:
-        raise ValueError(f"limit must be at least 3 (a pair may need 3 contexts), not {limit}")
-    groups: list[list[ProposedContext]] = [[]]
-    seen: set[tuple[str, tuple[str, ...]]] = set()
-    for sop_class, ts in dict.fromkeys(pairs):
-        contexts = proposed_contexts(sop_class, ts, policy)
-        keys = [(c.abstract_syntax, tuple(c.transfer_syntaxes)) for c in contexts]
-        new = [(k, c) for k, c in zip(keys, contexts, strict=True) if k not in seen]
-        if len(groups[-1]) + len(new) > limit:
-            groups.append([])
-            seen = set()
-            new = list(zip(keys, contexts, strict=True))
-        for key, context in new:
-            if key not in seen:
-                seen.add(key)
-                groups[-1].append(context)
-    return groups if groups[0] else []
+    """The contexts of ``storage_plan``, one list per association."""
+    return [contexts for contexts, _ in storage_plan(pairs, policy, limit)]

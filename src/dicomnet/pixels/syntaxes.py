@@ -9,7 +9,7 @@ syntax it cannot handle is named with the package it needs).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 from pydicom.uid import (
     HTJ2K,
@@ -56,11 +56,13 @@ LOSSY_METHODS: dict[str, str] = {
 }
 
 
+@lru_cache(maxsize=256)
 def is_native(transfer_syntax: str) -> bool:
     """True for a syntax whose Pixel Data is native (PS3.5 §8.1.1): the uncompressed ones."""
     return transfer_syntax in NATIVE or not UID(transfer_syntax).is_encapsulated
 
 
+@lru_cache(maxsize=256)
 def syntax_name(transfer_syntax: str) -> str:
     name = UID(transfer_syntax).name
     return name if name and name != transfer_syntax else transfer_syntax

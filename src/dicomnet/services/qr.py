@@ -14,7 +14,10 @@ Rules:
   matches (the server answers 0xFE00).
 - C-MOVE (§C.4.2) and C-GET (§C.4.3): the instances under the selected entities are sent as C-STORE
   sub-operations, over a new association to the destination (from the ``peers`` configuration; an
-  unknown one is 0xA801) or on the requestor's own association. A pending response with the
+  unknown one is 0xA801) or on the requestor's own association. The stored syntax and the
+  uncompressed ones are proposed; an instance the destination accepted only in another syntax is
+  converted first (off the event loop); when nothing it accepted fits, that sub-operation fails
+  with the reason in the log, the others go on. A pending response with the
   remaining/completed/failed/warning counts follows every sub-operation; the final status is success,
   warning 0xB000 with the Failed SOP Instance UID List, or failure 0xA702 when every sub-operation
   failed. A file gone from disk, a destination that refuses or vanishes: failed sub-operations,
@@ -41,7 +44,8 @@ from dicomnet.archive.index import LEVELS, SUPPORTED_KEYS, Index, InstanceRecord
 from dicomnet.client import DicomClient
 from dicomnet.dimse.status import FindStatus, RetrieveStatus, Status, StatusCategory, category
 from dicomnet.errors import AssociationAborted, DicomNetError, DicomTimeoutError
-from dicomnet.negotiation import ProposedContext, contexts_for
+from dicomnet.negotiation import ProposedContext
+from dicomnet.pixels import storage_plan
 from dicomnet.service import (
     CFindProvider,
     CGetProvider,
@@ -223,12 +227,13 @@ def _failed_list(uids: Sequence[str]) -> Dataset | None:
 
 
 def store_contexts(records: Sequence[InstanceRecord]) -> list[ProposedContext]:
-    """Presentation contexts to send ``records`` in their stored transfer syntaxes (an
-    uncompressed one may also go in the other uncompressed little endian syntaxes): the first
-    association's worth of ``negotiation.contexts_for`` (at most 128, PS3.8 §9.3.2.2)."""
+    """Presentation contexts to send ``records``: per SOP class each stored transfer syntax and
+    the uncompressed fallback (``pixels.storage_plan``), so that a destination that takes only
+    uncompressed data gets the instances decompressed (issue 10); the first association's worth
+    (at most 128 contexts, PS3.8 §9.3.2.2)."""
     pairs = ((r.sop_class_uid, r.transfer_syntax_uid or ExplicitVRLittleEndian) for r in records)
-    groups = contexts_for(pairs)
-    return groups[0] if groups else []
+    plan = storage_plan(pairs)
+    return plan[0][0] if plan else []
 
 
 SubOperation = Callable[[Path], Awaitable[int]]

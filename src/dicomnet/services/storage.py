@@ -4,6 +4,12 @@ Rules: success is answered only after the instance is complete on disk and renam
 (fsynced first when ``fsync`` is on); a value that would make an unsafe path gets a failure status
 and nothing is written; an unexpected error is a failure status, never a crash.
 
+Store as: with ``store_as`` (a lossless transfer syntax), an image that arrives otherwise is
+converted (``pixels.convert_for_storage``, in the codec worker processes) before it is renamed
+into place, so success still means "stored as configured"; lossy-compressed images, data sets
+without pixels and a conversion that fails keep the received file as it is (logged), never a
+failed store. The index row records the syntax of the file as stored.
+
 Index: with an ``index`` configured, the instance's row is written after the file is in place
 (a crash in between is repaired by ``archive.index.reconcile`` on the next start). The row is
 built from the first bytes received (``dataset.scan_attributes``), with no second parse of the
@@ -29,8 +35,12 @@ from dicomnet.archive.index import RECORD_KEYWORDS, Index, InstanceRecord, SQLit
 from dicomnet.archive.storage import DEFAULT_LAYOUT, UnsafePathError, instance_path, layout_keys
 from dicomnet.dataset import scan_attributes
 from dicomnet.dimse.status import Status, StoreStatus
+from dicomnet.errors import TranscodeError
 from dicomnet.negotiation import AssociationDecision, AssociationRequest
 from dicomnet.pdu import RejectReason, RejectResult, RejectSource
+from dicomnet.pixels import TranscodePool, as_target
+from dicomnet.pixels.pool import default_pool
+from dicomnet.pixels.syntaxes import syntax_name
 from dicomnet.service import (
     CEchoProvider,
     CStoreProvider,
@@ -272,6 +282,8 @@ class StorageService(Service, CEchoProvider, CStoreProvider):
     on_stored: Callable[[ReceivedCStore, Path], None] | None = None
     index: Index | None = None  # when set, every stored instance gets its row ...
     index_writer: IndexWriter | None = None  # ... written by this worker
+    store_as: str | None = None  # a lossless transfer syntax UID to store images in
+    transcode_pool: TranscodePool | None = None  # where conversions run (None: the shared one)
 
     @classmethod
     def factory(
@@ -285,6 +297,7 @@ class StorageService(Service, CEchoProvider, CStoreProvider):
         max_operations_performed: int = 1,
         on_stored: Callable[[ReceivedCStore, Path], None] | None = None,
         index: Index | None = None,
+        store_as: str | None = None,
         **extra: object,
     ) -> type[StorageService]:
         """A configured subclass (the server creates one instance per association). ``index``
@@ -292,6 +305,11 @@ class StorageService(Service, CEchoProvider, CStoreProvider):
         class's ``index_writer``: ``close()`` it before closing the index); ``extra`` sets
         further class attributes of subclasses."""
         layout_keys(layout)  # validate early
+        if store_as:
+            target = as_target(store_as)
+            if target.lossy:
+                raise ValueError(f"store_as {target} is lossy; an archive stores losslessly")
+            store_as = target.transfer_syntax
         root_path = Path(root)
         root_path.mkdir(parents=True, exist_ok=True)
         attrs = {
@@ -305,6 +323,7 @@ class StorageService(Service, CEchoProvider, CStoreProvider):
             "on_stored": staticmethod(on_stored) if on_stored else None,
             "index": index,
             "index_writer": IndexWriter(index) if index is not None else None,
+            "store_as": store_as or None,
             **extra,
         }
         configured = type(cls.__name__, (cls,), attrs)
@@ -361,11 +380,15 @@ class StorageService(Service, CEchoProvider, CStoreProvider):
                 record = instance_record(request, path, self.root, found)
             except (ValueError, OSError) as exc:
                 log.warning("[%s] %s not indexed: %s", request.association, path, exc)
+        stored_syntax = request.transfer_syntax
+        if self.store_as and self.store_as != stored_syntax:
+            stored_syntax = await self._convert(request, self.store_as)
         await request.save(path, fsync_dir=self.fsync)
         if record is not None and self.index_writer is not None:
             # After the rename: a row never names a file that is not there yet.
             try:
-                self.index_writer.add(replace(record, size=os.stat(path).st_size))
+                size = os.stat(path).st_size
+                self.index_writer.add(replace(record, size=size, transfer_syntax_uid=stored_syntax))
             except OSError as exc:  # the instance is stored; reconcile indexes it later
                 log.warning("[%s] %s not indexed: %s", request.association, path, exc)
         log.info(
@@ -378,3 +401,45 @@ class StorageService(Service, CEchoProvider, CStoreProvider):
         if self.on_stored is not None:
             self.on_stored(request, path)
         return Status.SUCCESS
+
+    async def _convert(self, request: ReceivedCStore, target: str) -> str:
+        """Convert the received file to ``target`` in place (a new temporary file renamed over
+        it); the transfer syntax it is in afterwards. A conversion that fails or is not worth
+        it keeps the file as received."""
+        received = request.path
+        converted = received.with_name(received.name + ".converted")
+        try:
+            result = await (self.transcode_pool or default_pool()).convert_for_storage(
+                received, converted, target, temp_dir=received.parent, fsync=self.fsync
+            )
+        except TranscodeError as exc:
+            converted.unlink(missing_ok=True)
+            log.warning(
+                "[%s] %s kept in %s, not converted to %s: %s",
+                request.association,
+                request.sop_instance_uid,
+                syntax_name(request.transfer_syntax),
+                syntax_name(target),
+                exc,
+            )
+            return request.transfer_syntax
+        if result is None:
+            log.debug(
+                "[%s] %s kept in %s (no pixels to compress, or lossy already)",
+                request.association,
+                request.sop_instance_uid,
+                syntax_name(request.transfer_syntax),
+            )
+            return request.transfer_syntax
+        os.replace(converted, received)
+        log.info(
+            "[%s] %s converted from %s to %s (%d -> %d bytes, %.3f s)",
+            request.association,
+            request.sop_instance_uid,
+            syntax_name(result.source_syntax),
+            syntax_name(result.transfer_syntax),
+            result.bytes_in,
+            result.bytes_out,
+            result.seconds,
+        )
+        return result.transfer_syntax
