@@ -55,7 +55,6 @@ from dicomnet.negotiation import (
 from dicomnet.uids import VERIFICATION, all_transfer_syntaxes, is_storage
 
 if TYPE_CHECKING:
-    from dicomnet.peer import PeerRequests
     from dicomnet.security.tls import PeerCertificate, TLSSession
 
 log = logging.getLogger("dicomnet.service")
@@ -349,6 +348,32 @@ class ReceivedN(DatasetRequest):
         return []
 
 
+class PeerLink(Protocol):
+    """What a service may do with its association's peer: send it requests as the SCP of a
+    notification (``dicomnet.peer.PeerRequests`` is the implementation; a Protocol here keeps
+    the handler API below the asyncio layer, PS3.7 §10.1.1)."""
+
+    @property
+    def is_open(self) -> bool:
+        """Established and not being released or aborted."""
+        ...
+
+    async def send(self, request: Any) -> Any:
+        """Send an N request (``dicomnet.requests.NServiceRequest``) and wait for its
+        ``NResult``."""
+        ...
+
+    async def n_event_report(
+        self,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        event_type_id: int,
+        information: Dataset | None = None,
+    ) -> Any:
+        """N-EVENT-REPORT of ``event_type_id``; returns the ``NResult``."""
+        ...
+
+
 class Service:
     """Base class of a service: override the handlers you offer.
 
@@ -372,7 +397,7 @@ class Service:
     #: Requests this side sends to the peer on the association (``peer.n_event_report(...)``:
     #: the SCP's notifications, PS3.7 §10.1.1), set by the server once the association is
     #: accepted; ``peer.is_open`` says whether it still is.
-    peer: PeerRequests | None = None
+    peer: PeerLink | None = None
 
     def __init__(self, association: AssociationInfo) -> None:
         self.association = association

@@ -51,9 +51,8 @@ from dicomnet.dataset import encode_dataset
 from dicomnet.dimse.status import Status
 from dicomnet.errors import DicomNetError
 from dicomnet.negotiation import Negotiated
-from dicomnet.peer import PeerRequests
 from dicomnet.requests import NEventReportRequest, NResult, Outgoing, accepted_context
-from dicomnet.service import HandlerResult, NActionProvider, ReceivedN, Response, Service
+from dicomnet.service import HandlerResult, NActionProvider, PeerLink, ReceivedN, Response, Service
 from dicomnet.services.chain import pass_on
 
 log = logging.getLogger("dicomnet.services.commitment")
@@ -154,7 +153,7 @@ class CommitmentDelivery:
         transaction_uid: str,
         requester_ae: str,
         responded: asyncio.Event,
-        peer: PeerRequests | None,
+        peer: PeerLink | None,
     ) -> None:
         """Deliver the report once the N-ACTION-RSP is out (``responded``), preferably on
         ``peer`` (the requester's association)."""
@@ -166,7 +165,7 @@ class CommitmentDelivery:
         self._spawn(first_attempt())
 
     async def deliver(
-        self, transaction_uid: str, requester_ae: str, peer: PeerRequests | None = None
+        self, transaction_uid: str, requester_ae: str, peer: PeerLink | None = None
     ) -> bool:
         """One delivery attempt of a pending report: on ``peer`` while it is open, else on a
         new association to ``requester_ae``. True when the requester answered (the report is
