@@ -33,13 +33,13 @@ def test_the_web_table_and_options(tmp_path: Path) -> None:
     assert ServeConfig().http_port is None and not ServeConfig().no_web
     path = tmp_path / "dicomnet.toml"
     path.write_text(
-        '[serve]\nhost = "0.0.0.0"\n[web]\nport = 9000\npublic-url = "https://pacs.example/"\n'
+        '[serve]\nhost = "127.0.0.3"\n[web]\nport = 9000\npublic-url = "https://pacs.example/"\n'
         'cors_origins = ["https://viewer.example"]\nmax-stow-bytes = 1048576\n'
     )
     config = ServeConfig.merge({**NOTHING, "http_port": 9001}, read_config_file(str(path)))
     web = web_config(config.web, host=config.host, http_port=config.http_port, viewer=None,
                      viewer_dir=None, fsync=True)  # fmt: skip
-    assert (web.host, web.port, web.public_url) == ("0.0.0.0", 9001, "https://pacs.example")
+    assert (web.host, web.port, web.public_url) == ("127.0.0.3", 9001, "https://pacs.example")
     assert web.cors_origins == ("https://viewer.example",) and web.max_stow_bytes == 1 << 20
     path.write_text('http-port = 0\nviewer = "ohif"\n[web]\nhost = "::1"\n')
     config = ServeConfig.merge(NOTHING, read_config_file(str(path)))
