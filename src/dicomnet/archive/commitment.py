@@ -42,6 +42,7 @@ from pydicom import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from dicomnet.archive.db import open_store
 from dicomnet.uids import is_valid_uid
 
 __all__ = [
@@ -169,13 +170,7 @@ class PendingReports:
         self.max_retry = max_retry
         self._clock = clock
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = open_store(self.path, _SCHEMA)
 
     def close(self) -> None:
         with self._lock:

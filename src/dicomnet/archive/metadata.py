@@ -41,6 +41,8 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from dicomnet.archive.db import open_store
+
 try:  # the ``web`` extra; the standard library's json otherwise (slower, same output)
     import orjson
 except ImportError:  # pragma: no cover - exercised only without the extra
@@ -306,16 +308,7 @@ class MetadataStore:
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
         self.path = str(path)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = open_store(self.path, _SCHEMA, timeout=timeout, durable=False)
 
     def close(self) -> None:
         with self._lock:

@@ -32,6 +32,8 @@ from typing import Any
 from pydicom import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
+from dicomnet.archive.db import open_store
+
 __all__ = [
     "MODALITY_PERFORMED_PROCEDURE_STEP",
     "MppsRecord",
@@ -105,15 +107,7 @@ class MppsStore:
     def __init__(self, path: str, *, timeout: float = 30.0) -> None:
         self.path = str(path)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = open_store(self.path, _SCHEMA, timeout=timeout)
 
     def close(self) -> None:
         with self._lock:
